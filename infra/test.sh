@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# ProxPanel SaaS: the test command.
+#
+#     ./infra/test.sh [extra cargo-nextest args...]
+#
+# Starts a throwaway PostgreSQL and Redis (infra/test-services.sh; installs
+# them with apt-get when missing and running as root), checks the dependency
+# tree for a single TLS crypto backend (ring), then runs
+#     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+# Works from any directory. CI runs it via .ci/run as root with CI=true.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# shellcheck source=infra/test-services.sh
+. "$ROOT/infra/test-services.sh"
+
+# Debian packages later test suites need; installed (as root) when missing.
+EXTRA_APT_PACKAGES=(
+    # freeradius-utils   # radclient, for RADIUS end-to-end tests
+    # dnsutils           # dig, for DNS end-to-end tests
+)
+
+# Crates that must not be in the dependency tree: the one TLS crypto backend is ring.
+FORBIDDEN_CRATES=(aws-lc-rs aws-lc-sys openssl-sys)
+
+if [ -n "${CI:-}" ]; then
+    export CARGO_TERM_COLOR=never
+fi
+
+phase() { printf '==> %s\n' "$*" >&2; }
+
+# --- tools -------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install Rust (https://rustup.rs)" >&2
+    exit 1
+fi
+
+if [ "${#EXTRA_APT_PACKAGES[@]}" -gt 0 ]; then
+    missing=()
+    for pkg in "${EXTRA_APT_PACKAGES[@]}"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        phase "installing test tools: ${missing[*]}"
+        pp_apt_install "${missing[@]}"
+    fi
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    phase "installing cargo-nextest"
+    cargo install cargo-nextest --locked
+fi
+
+# --- dependency checks -------------------------------------------------------
+# A crate is absent when `cargo tree -i` says it "did not match any packages".
+check_forbidden_crate() {
+    local crate=$1 out errf rc
+    errf=$(mktemp)
+    set +e
+    out=$(cargo tree --workspace -i "$crate" 2>"$errf")
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+        rm -f "$errf"
+        return 0
+    fi
+    if [ "$rc" -ne 0 ] && grep -q 'did not match any packages' "$errf"; then
+        rm -f "$errf"
+        return 0
+    fi
+    if [ "$rc" -eq 0 ] || grep -q 'multiple' "$errf"; then
+        echo "error: '$crate' is in the dependency tree; the only TLS crypto backend must be ring." >&2
+        echo "       Disable the default features that pull it in (rustls, sqlx, reqwest, ...):" >&2
+        [ -n "$out" ] && printf '%s\n' "$out" >&2
+        cat "$errf" >&2
+        rm -f "$errf"
+        return 1
+    fi
+    echo "error: 'cargo tree --workspace -i $crate' failed:" >&2
+    cat "$errf" >&2
+    rm -f "$errf"
+    return 1
+}
+
+phase "checking the dependency tree: one TLS crypto backend (ring; no ${FORBIDDEN_CRATES[*]})"
+for crate in "${FORBIDDEN_CRATES[@]}"; do
+    check_forbidden_crate "$crate"
+done
+
+# --- services ----------------------------------------------------------------
+trap pp_services_down EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+pp_services_up
+
+# --- tests -------------------------------------------------------------------
+phase "running tests: cargo nextest run --workspace --all-targets --no-fail-fast $*"
+cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+phase "tests passed"

@@ -1,0 +1,1132 @@
+//! The tenant-isolated store: SQLite (embedded) or PostgreSQL (with row-level security).
+//!
+//! Every tenant-owned query runs through a [`TenantScope`]; the few cross-tenant reads live in
+//! [`SystemScope`]; platform tables (operators, relay nodes, events, DNS records, signing keys) in
+//! [`PlatformScope`]. The SQL is written once (`queries.rs`) and compiled for each backend.
+
+mod postgres;
+mod sqlite;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::crypto::{CryptoError, SecretBox};
+use crate::ids::*;
+use crate::model::*;
+
+/// Errors of the store layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist (in this tenant).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule was broken; the message says which, and names no other tenant.
+    #[error("{0}")]
+    Conflict(String),
+    /// Input that the store refuses.
+    #[error("{0}")]
+    Invalid(String),
+    /// A tenant limit was reached.
+    #[error("{0}")]
+    LimitReached(String),
+    /// The database could not be reached (URL shown without its password).
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect {
+        /// Redacted URL.
+        url: String,
+        /// Cause.
+        source: sqlx::Error,
+    },
+    /// PostgreSQL is missing the roles the schema grants to.
+    #[error("{0}")]
+    Setup(String),
+    /// Migration failure.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A sealed secret could not be opened.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where the store lives.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Application URL (`sqlite://…` or `postgres://…`).
+    pub url: String,
+    /// Owner URL for migrations (PostgreSQL); defaults to `url`.
+    pub admin_url: Option<String>,
+    /// System-scope URL (PostgreSQL); defaults to `url`.
+    pub system_url: Option<String>,
+    /// Largest pool size.
+    pub max_connections: u32,
+}
+
+impl StoreOptions {
+    /// SQLite file in a directory.
+    pub fn sqlite_in(dir: &std::path::Path) -> Self {
+        Self::from_url(format!("sqlite://{}", dir.join("proxpanel.db").display()))
+    }
+
+    /// Options for one URL.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            admin_url: None,
+            system_url: None,
+            max_connections: 16,
+        }
+    }
+
+    /// Whether the URL is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+/// Removes the password from a connection URL, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => url.split('@').next_back().unwrap_or("").to_owned(),
+    }
+}
+
+enum Backend {
+    Sqlite(sqlite::Db),
+    Postgres(postgres::Db),
+}
+
+struct Inner {
+    backend: Backend,
+    secrets: SecretBox,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend_name())
+            .finish()
+    }
+}
+
+macro_rules! dispatch {
+    ($store:expr, $method:ident ( $($arg:expr),* $(,)? )) => {
+        match &$store.inner.backend {
+            Backend::Sqlite(b) => b.$method($($arg),*).await,
+            Backend::Postgres(b) => b.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects and applies migrations.
+    pub async fn open(opts: &StoreOptions, secrets: SecretBox) -> Result<Self> {
+        let store = Self::connect(opts, secrets).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Connects without migrating.
+    pub async fn connect(opts: &StoreOptions, secrets: SecretBox) -> Result<Self> {
+        let backend = if opts.is_postgres() {
+            Backend::Postgres(postgres::Db::connect(opts).await?)
+        } else if opts.url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::Db::connect(opts).await?)
+        } else {
+            return Err(StoreError::Invalid(format!(
+                "database URL {} must start with sqlite:// or postgres://",
+                redact_url(&opts.url)
+            )));
+        };
+        Ok(Self {
+            inner: Arc::new(Inner { backend, secrets }),
+        })
+    }
+
+    /// Applies pending migrations (owner role on PostgreSQL).
+    pub async fn migrate(&self) -> Result<()> {
+        dispatch!(self, migrate())
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> Result<()> {
+        dispatch!(self, ping())
+    }
+
+    /// The secret box values are sealed with.
+    pub fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+
+    /// Scope for one tenant's data.
+    pub fn tenant(&self, tenant: TenantId) -> TenantScope {
+        TenantScope {
+            store: self.clone(),
+            tenant,
+        }
+    }
+
+    /// The named cross-tenant reads (relay, direct RADIUS, DNS, sweepers, operator console).
+    pub fn system(&self) -> SystemScope {
+        SystemScope {
+            store: self.clone(),
+        }
+    }
+
+    /// Platform tables that belong to no tenant.
+    pub fn platform(&self) -> PlatformScope {
+        PlatformScope {
+            store: self.clone(),
+        }
+    }
+
+    /// A LISTEN connection for bus wake-ups (PostgreSQL only).
+    pub async fn event_listener(&self) -> Result<Option<sqlx::postgres::PgListener>> {
+        match &self.inner.backend {
+            Backend::Sqlite(_) => Ok(None),
+            Backend::Postgres(b) => Ok(Some(b.listener().await?)),
+        }
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        match &self.inner.backend {
+            Backend::Sqlite(b) => b.close().await,
+            Backend::Postgres(b) => b.close().await,
+        }
+    }
+}
+
+/// The current time at the store's precision (microseconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Filters and paging of a subscriber listing.
+#[derive(Clone, Debug, Default)]
+pub struct SubscriberQuery {
+    /// Substring of the username (case-insensitive).
+    pub search: Option<String>,
+    /// Status filter.
+    pub status: Option<SubscriberStatus>,
+    /// Plan filter.
+    pub plan_id: Option<PlanId>,
+    /// Continue after this username (the previous page's `next_cursor`).
+    pub after: Option<String>,
+    /// Page size (1..=500, default 50).
+    pub limit: Option<i64>,
+}
+
+/// A page of a listing (DESIGN §8 `{items, next_cursor}`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Page<T> {
+    /// Items.
+    pub items: Vec<T>,
+    /// Cursor of the next page, if there is one.
+    pub next_cursor: Option<String>,
+}
+
+/// One stored event (DESIGN §9).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEvent {
+    /// Position in the log.
+    pub id: i64,
+    /// Time.
+    pub at: DateTime<Utc>,
+    /// Tenant tag.
+    pub tenant_id: Option<TenantId>,
+    /// Kind, e.g. `tenant.changed`.
+    pub kind: String,
+    /// Correlation id of request/result pairs.
+    pub correlation_id: Option<uuid::Uuid>,
+    /// JSON payload (ids, never secrets).
+    pub payload: String,
+}
+
+/// A tenant's data. Every query filters by this tenant; on PostgreSQL RLS checks it again.
+#[derive(Clone)]
+pub struct TenantScope {
+    store: Store,
+    tenant: TenantId,
+}
+
+impl std::fmt::Debug for TenantScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantScope")
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
+/// Whether a unique violation is on the platform-wide direct-NAS address index.
+fn is_direct_ip_conflict(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => {
+            d.constraint() == Some("nas_devices_direct_ip")
+                || d.message().contains("nas_devices.ip")
+        }
+        _ => false,
+    }
+}
+
+fn conflict(e: sqlx::Error, msg: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(msg()),
+        _ => StoreError::Db(e),
+    }
+}
+
+impl TenantScope {
+    /// The tenant this scope is bound to.
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant
+    }
+
+    /// The secret box (for callers that must open a secret they read here).
+    pub fn secrets(&self) -> &SecretBox {
+        self.store.secrets()
+    }
+
+    // ---- tenant row ----
+
+    /// Inserts this tenant's row in `provisioning` status (first step of provisioning).
+    pub async fn insert_tenant(
+        &self,
+        slug: &Slug,
+        name: &str,
+        timezone: &str,
+        limits: TenantLimits,
+        tunnel_subnet: &str,
+    ) -> Result<Tenant> {
+        validate_timezone(timezone).map_err(StoreError::Invalid)?;
+        let r = dispatch!(
+            self.store,
+            tenant_insert(
+                self.tenant,
+                slug,
+                name,
+                timezone,
+                limits,
+                tunnel_subnet,
+                now()
+            )
+        );
+        r.map_err(|e| match e {
+            StoreError::Db(e) => conflict(e, || format!("the slug {slug:?} is already taken")),
+            e => e,
+        })
+    }
+
+    /// This tenant's row.
+    pub async fn tenant(&self) -> Result<Tenant> {
+        dispatch!(self.store, tenant_get(self.tenant))?
+            .ok_or_else(|| StoreError::NotFound(format!("tenant {}", self.tenant)))
+    }
+
+    /// Sets the status (and the suspended/deleted timestamps).
+    pub async fn set_status(&self, status: TenantStatus) -> Result<Tenant> {
+        dispatch!(self.store, tenant_set_status(self.tenant, status, now()))?;
+        self.tenant().await
+    }
+
+    /// Updates name, timezone or limits.
+    pub async fn update_tenant(
+        &self,
+        name: Option<&str>,
+        timezone: Option<&str>,
+        limits: Option<TenantLimits>,
+    ) -> Result<Tenant> {
+        if let Some(tz) = timezone {
+            validate_timezone(tz).map_err(StoreError::Invalid)?;
+        }
+        dispatch!(
+            self.store,
+            tenant_update(self.tenant, name, timezone, limits, now())
+        )?;
+        self.tenant().await
+    }
+
+    /// Deletes the tenant row and (by cascade) every row of the tenant.
+    pub async fn purge(&self) -> Result<()> {
+        dispatch!(self.store, tenant_purge(self.tenant))
+    }
+
+    // ---- users ----
+
+    /// Adds a panel user; `password_hash` is an argon2id PHC string.
+    pub async fn create_user(
+        &self,
+        email: &Email,
+        password_hash: &str,
+        role: Role,
+    ) -> Result<TenantUser> {
+        dispatch!(
+            self.store,
+            user_insert(
+                self.tenant,
+                UserId::new(),
+                email,
+                password_hash,
+                role,
+                now()
+            )
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => {
+                conflict(e, || format!("a user with e-mail {email} already exists"))
+            }
+            e => e,
+        })
+    }
+
+    /// A user and the password hash, by e-mail.
+    pub async fn user_by_email(&self, email: &Email) -> Result<Option<(TenantUser, String)>> {
+        dispatch!(self.store, user_by_email(self.tenant, email))
+    }
+
+    /// All users.
+    pub async fn users(&self) -> Result<Vec<TenantUser>> {
+        dispatch!(self.store, users_list(self.tenant))
+    }
+
+    // ---- plans ----
+
+    /// Adds a plan.
+    pub async fn create_plan(&self, p: &NewPlan, is_default: bool) -> Result<Plan> {
+        validate_plan(p)?;
+        dispatch!(
+            self.store,
+            plan_insert(self.tenant, PlanId::new(), p, is_default, now())
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => {
+                conflict(e, || format!("a plan named {:?} already exists", p.name))
+            }
+            e => e,
+        })
+    }
+
+    /// All plans, by name.
+    pub async fn plans(&self) -> Result<Vec<Plan>> {
+        dispatch!(self.store, plans_list(self.tenant))
+    }
+
+    /// A plan by name.
+    pub async fn plan_by_name(&self, name: &str) -> Result<Option<Plan>> {
+        dispatch!(self.store, plan_by_name(self.tenant, name))
+    }
+
+    /// A plan by id.
+    pub async fn plan(&self, id: PlanId) -> Result<Option<Plan>> {
+        dispatch!(self.store, plan_by_id(self.tenant, id))
+    }
+
+    // ---- subscribers ----
+
+    /// Adds a subscriber; the password is sealed before it is written.
+    pub async fn create_subscriber(&self, s: &NewSubscriber) -> Result<Subscriber> {
+        validate_username(&s.username)?;
+        validate_subscriber_fields(
+            s.static_ip.as_deref(),
+            s.framed_ipv6_prefix.as_deref(),
+            s.delegated_ipv6_prefix.as_deref(),
+            s.mac_lock.as_deref(),
+        )?;
+        if s.password.is_empty() {
+            return Err(StoreError::Invalid("password must not be empty".into()));
+        }
+        self.check_plan(s.plan_id).await?;
+        let t = self.tenant().await?;
+        let count = dispatch!(self.store, subscribers_count(self.tenant))?;
+        if count >= t.limits.max_subscribers {
+            return Err(StoreError::LimitReached(format!(
+                "this tenant has reached its limit of {} subscribers",
+                t.limits.max_subscribers
+            )));
+        }
+        let sealed = self.store.secrets().seal_str(&s.password);
+        dispatch!(
+            self.store,
+            subscriber_insert(self.tenant, SubscriberId::new(), s, &sealed, now())
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => {
+                conflict(e, || format!("subscriber {:?} already exists", s.username))
+            }
+            e => e,
+        })
+    }
+
+    /// Refuses a plan id that is not this tenant's (a foreign key alone would accept another
+    /// tenant's plan).
+    async fn check_plan(&self, plan: Option<PlanId>) -> Result<()> {
+        match plan {
+            Some(id) if self.plan(id).await?.is_none() => {
+                Err(StoreError::NotFound(format!("plan {id}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A subscriber by username.
+    pub async fn subscriber_by_username(&self, username: &str) -> Result<Option<Subscriber>> {
+        dispatch!(self.store, subscriber_by_username(self.tenant, username))
+    }
+
+    /// A subscriber by id.
+    pub async fn subscriber(&self, id: SubscriberId) -> Result<Option<Subscriber>> {
+        dispatch!(self.store, subscriber_by_id(self.tenant, id))
+    }
+
+    /// The subscriber's cleartext password (CHAP and MS-CHAPv2 need it).
+    pub async fn subscriber_password(&self, id: SubscriberId) -> Result<String> {
+        let sealed = dispatch!(self.store, subscriber_sealed_password(self.tenant, id))?
+            .ok_or_else(|| StoreError::NotFound(format!("subscriber {id}")))?;
+        Ok(self.store.secrets().open_str(&sealed)?)
+    }
+
+    /// Applies a patch; returns the updated subscriber.
+    pub async fn update_subscriber(
+        &self,
+        id: SubscriberId,
+        patch: &SubscriberPatch,
+    ) -> Result<Subscriber> {
+        fn flat(o: &Option<Option<String>>) -> Option<&str> {
+            o.as_ref().and_then(|x| x.as_deref())
+        }
+        validate_subscriber_fields(
+            flat(&patch.static_ip),
+            flat(&patch.framed_ipv6_prefix),
+            flat(&patch.delegated_ipv6_prefix),
+            flat(&patch.mac_lock),
+        )?;
+        self.check_plan(patch.plan_id.flatten()).await?;
+        let sealed = match &patch.password {
+            Some(p) if p.is_empty() => {
+                return Err(StoreError::Invalid("password must not be empty".into()));
+            }
+            Some(p) => Some(self.store.secrets().seal_str(p)),
+            None => None,
+        };
+        dispatch!(
+            self.store,
+            subscriber_update(self.tenant, id, patch, sealed.as_deref(), now())
+        )?;
+        self.subscriber(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("subscriber {id}")))
+    }
+
+    /// Deletes a subscriber; returns whether it existed.
+    pub async fn delete_subscriber(&self, id: SubscriberId) -> Result<bool> {
+        dispatch!(self.store, subscriber_delete(self.tenant, id))
+    }
+
+    /// Lists subscribers by username with filters and a cursor.
+    pub async fn subscribers(&self, q: &SubscriberQuery) -> Result<Page<Subscriber>> {
+        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        let search = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
+            let esc = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{esc}%")
+        });
+        let mut items = dispatch!(
+            self.store,
+            subscribers_list(
+                self.tenant,
+                search.as_deref(),
+                q.status,
+                q.plan_id,
+                q.after.as_deref(),
+                limit + 1
+            )
+        )?;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|s| s.username.clone())
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Number of subscribers.
+    pub async fn subscriber_count(&self) -> Result<i64> {
+        dispatch!(self.store, subscribers_count(self.tenant))
+    }
+
+    // ---- NAS ----
+
+    /// Adds a NAS; the RADIUS secret and API password are sealed. A direct address held by any
+    /// tenant is a conflict whose message names no tenant.
+    pub async fn create_nas(&self, n: &NewNas) -> Result<Nas> {
+        if n.name.trim().is_empty() {
+            return Err(StoreError::Invalid("NAS name must not be empty".into()));
+        }
+        if n.secret.is_empty() {
+            return Err(StoreError::Invalid(
+                "RADIUS secret must not be empty".into(),
+            ));
+        }
+        if let Some(ip) = n.ip
+            && (ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(StoreError::Invalid(format!(
+                "{ip} cannot be a NAS source address"
+            )));
+        }
+        let t = self.tenant().await?;
+        let count = dispatch!(self.store, nas_count(self.tenant))?;
+        if count >= t.limits.max_nas {
+            return Err(StoreError::LimitReached(format!(
+                "this tenant has reached its limit of {} NAS devices",
+                t.limits.max_nas
+            )));
+        }
+        let secrets = self.store.secrets();
+        let secret = secrets.seal_str(&n.secret);
+        let api_password = n.api_password.as_deref().map(|p| secrets.seal_str(p));
+        dispatch!(self.store, nas_insert(self.tenant, NasId::new(), n, &secret, api_password.as_deref(), now())).map_err(|e| match e {
+            StoreError::Db(e) => {
+                let on_ip = is_direct_ip_conflict(&e);
+                conflict(e, || match n.ip {
+                Some(ip) if on_ip => format!(
+                    "source address {ip} is already registered to a NAS on this platform; a direct NAS address can belong to only one account (use --tunnel, or ask support)"
+                ),
+                _ => format!("a NAS named {:?} already exists", n.name),
+            })
+            }
+            e => e,
+        })
+    }
+
+    /// All NAS devices, by name.
+    pub async fn nas_list(&self) -> Result<Vec<Nas>> {
+        dispatch!(self.store, nas_list(self.tenant))
+    }
+
+    /// A NAS by id.
+    pub async fn nas(&self, id: NasId) -> Result<Option<Nas>> {
+        dispatch!(self.store, nas_by_id(self.tenant, id))
+    }
+
+    /// A NAS by name.
+    pub async fn nas_by_name(&self, name: &str) -> Result<Option<Nas>> {
+        dispatch!(self.store, nas_by_name(self.tenant, name))
+    }
+
+    /// The NAS's RADIUS secret in clear.
+    pub async fn nas_secret(&self, id: NasId) -> Result<String> {
+        let sealed = dispatch!(self.store, nas_sealed_secret(self.tenant, id))?
+            .ok_or_else(|| StoreError::NotFound(format!("NAS {id}")))?;
+        Ok(self.store.secrets().open_str(&sealed)?)
+    }
+
+    /// Deletes a NAS; returns whether it existed.
+    pub async fn delete_nas(&self, id: NasId) -> Result<bool> {
+        dispatch!(self.store, nas_delete(self.tenant, id))
+    }
+
+    // ---- peers ----
+
+    /// Adds a WireGuard peer for a NAS; a private key we generated is sealed.
+    pub async fn create_peer(
+        &self,
+        nas: NasId,
+        public_key: &str,
+        private_key: Option<&str>,
+        tunnel_address: &str,
+        relay_node: Option<&str>,
+    ) -> Result<WgPeer> {
+        if self.nas(nas).await?.is_none() {
+            return Err(StoreError::NotFound(format!("NAS {nas}")));
+        }
+        let sealed = private_key.map(|k| self.store.secrets().seal_str(k));
+        dispatch!(
+            self.store,
+            peer_insert(
+                self.tenant,
+                PeerId::new(),
+                nas,
+                public_key,
+                sealed.as_deref(),
+                tunnel_address,
+                relay_node,
+                now()
+            )
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => conflict(e, || {
+                "this public key or tunnel address is already in use".to_owned()
+            }),
+            e => e,
+        })
+    }
+
+    /// All peers.
+    pub async fn peers(&self) -> Result<Vec<WgPeer>> {
+        dispatch!(self.store, peers_list(self.tenant))
+    }
+
+    // ---- sessions, logs ----
+
+    /// Sessions, newest first; only open ones when `online_only`.
+    pub async fn sessions(&self, online_only: bool, limit: i64) -> Result<Vec<Session>> {
+        dispatch!(
+            self.store,
+            sessions_list(self.tenant, online_only, limit.clamp(1, 1000))
+        )
+    }
+
+    /// Opens a session row (Accounting Start always opens a new one).
+    pub async fn session_start(
+        &self,
+        nas: NasId,
+        subscriber: Option<SubscriberId>,
+        username: &str,
+        acct_session_id: &str,
+        framed_ip: Option<&str>,
+        calling_station_id: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<SessionId> {
+        if self.nas(nas).await?.is_none() {
+            return Err(StoreError::NotFound(format!("NAS {nas}")));
+        }
+        let id = SessionId::new();
+        dispatch!(
+            self.store,
+            session_insert(
+                self.tenant,
+                id,
+                nas,
+                subscriber,
+                username,
+                acct_session_id,
+                framed_ip,
+                calling_station_id,
+                at
+            )
+        )?;
+        Ok(id)
+    }
+
+    /// Appends a post-auth line.
+    pub async fn log_auth(&self, e: &AuthLogEntry) -> Result<()> {
+        dispatch!(self.store, auth_log_insert(self.tenant, e))
+    }
+
+    /// Newest post-auth lines.
+    pub async fn auth_log(&self, limit: i64) -> Result<Vec<AuthLogEntry>> {
+        dispatch!(self.store, auth_log_list(self.tenant, limit.clamp(1, 1000)))
+    }
+
+    /// Appends an audit line.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        details: Option<&str>,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            audit_insert(self.tenant, actor, action, target, details, now())
+        )
+    }
+
+    /// Newest audit lines.
+    pub async fn audit_log(&self, limit: i64) -> Result<Vec<AuditEntry>> {
+        dispatch!(self.store, audit_list(self.tenant, limit.clamp(1, 1000)))
+    }
+}
+
+/// The named cross-tenant reads. On PostgreSQL they run as the system role (SELECT only, and no
+/// sealed columns). Tenant-path code holds only a [`TenantScope`].
+#[derive(Clone)]
+pub struct SystemScope {
+    store: Store,
+}
+
+impl std::fmt::Debug for SystemScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SystemScope")
+    }
+}
+
+impl SystemScope {
+    /// Host routing, provisioning: tenant by slug (any status).
+    pub async fn tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>> {
+        dispatch!(self.store, sys_tenant_by_slug(slug))
+    }
+
+    /// Tenant by id (any status).
+    pub async fn tenant_by_id(&self, id: TenantId) -> Result<Option<Tenant>> {
+        dispatch!(self.store, sys_tenant_by_id(id))
+    }
+
+    /// Operator console: every tenant with counts.
+    pub async fn tenants(&self) -> Result<Vec<TenantSummary>> {
+        dispatch!(self.store, sys_tenants_summary())
+    }
+
+    /// DNS: slugs of tenants that resolve (provisioning excluded, deleted excluded).
+    pub async fn live_tenants(&self) -> Result<Vec<(Slug, Option<String>)>> {
+        dispatch!(self.store, sys_live_tenants())
+    }
+
+    /// Direct RADIUS: which tenant's NAS owns this source address.
+    pub async fn nas_by_source(&self, ip: IpAddr) -> Result<Option<DirectNas>> {
+        dispatch!(self.store, sys_nas_by_source(&ip.to_string()))
+    }
+
+    /// Relay: who a WireGuard public key belongs to.
+    pub async fn peer_by_public_key(&self, public_key: &str) -> Result<Option<PeerIdentity>> {
+        dispatch!(self.store, sys_peer_by_key(public_key))
+    }
+
+    /// Sweeper: tenants marked deleted before `before`.
+    pub async fn tenants_to_purge(&self, before: DateTime<Utc>) -> Result<Vec<TenantId>> {
+        dispatch!(self.store, sys_tenants_to_purge(before))
+    }
+
+    /// DNS: every managed record.
+    pub async fn dns_records(&self) -> Result<Vec<DnsRecord>> {
+        dispatch!(self.store, sys_dns_records())
+    }
+}
+
+/// Platform tables that belong to no tenant: operators, relay nodes, DNS records, events, keys.
+#[derive(Clone)]
+pub struct PlatformScope {
+    store: Store,
+}
+
+impl std::fmt::Debug for PlatformScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlatformScope")
+    }
+}
+
+impl PlatformScope {
+    /// Adds an operator with a sealed TOTP secret.
+    pub async fn create_operator(
+        &self,
+        email: &Email,
+        password_hash: &str,
+        totp_secret: &[u8],
+    ) -> Result<Operator> {
+        let sealed = self.store.secrets().seal(totp_secret);
+        dispatch!(
+            self.store,
+            operator_insert(OperatorId::new(), email, password_hash, &sealed, now())
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => conflict(e, || {
+                format!("an operator with e-mail {email} already exists")
+            }),
+            e => e,
+        })
+    }
+
+    /// An operator, its password hash and TOTP secret, by e-mail.
+    pub async fn operator_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(Operator, String, Vec<u8>)>> {
+        let found = dispatch!(self.store, operator_by_email(email))?;
+        match found {
+            Some((op, hash, sealed)) => {
+                let totp = self.store.secrets().open(&sealed)?;
+                Ok(Some((op, hash, totp)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// All operators.
+    pub async fn operators(&self) -> Result<Vec<Operator>> {
+        dispatch!(self.store, operators_list())
+    }
+
+    /// Appends a platform audit line.
+    pub async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        details: Option<&str>,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            operator_audit_insert(actor, action, target, details, now())
+        )
+    }
+
+    /// Appends an event; returns its position.
+    pub async fn append_event(
+        &self,
+        tenant: Option<TenantId>,
+        kind: &str,
+        correlation_id: Option<uuid::Uuid>,
+        payload: &str,
+    ) -> Result<i64> {
+        dispatch!(
+            self.store,
+            event_insert(tenant, kind, correlation_id, payload, now())
+        )
+    }
+
+    /// Events after position `after`, oldest first.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        dispatch!(self.store, events_after(after, limit))
+    }
+
+    /// Position of the newest event (0 when empty).
+    pub async fn last_event_id(&self) -> Result<i64> {
+        dispatch!(self.store, events_last_id())
+    }
+
+    /// Removes events older than `before`; returns how many.
+    pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self.store, events_prune(before))
+    }
+
+    /// Adds a DNS record.
+    pub async fn add_dns_record(
+        &self,
+        tenant: Option<TenantId>,
+        name: &str,
+        rtype: &str,
+        value: &str,
+        ttl: i64,
+    ) -> Result<DnsRecord> {
+        let rec = DnsRecord {
+            id: DnsRecordId::new(),
+            tenant_id: tenant,
+            name: name.trim_end_matches('.').to_lowercase(),
+            rtype: rtype.to_uppercase(),
+            value: value.to_owned(),
+            ttl,
+            created_at: now(),
+        };
+        dispatch!(self.store, dns_insert(&rec))?;
+        Ok(rec)
+    }
+
+    /// Removes records of a name and type (all values, or just `value`); returns how many.
+    pub async fn remove_dns_records(
+        &self,
+        name: &str,
+        rtype: &str,
+        value: Option<&str>,
+    ) -> Result<u64> {
+        dispatch!(
+            self.store,
+            dns_delete(
+                &name.trim_end_matches('.').to_lowercase(),
+                &rtype.to_uppercase(),
+                value
+            )
+        )
+    }
+
+    /// Registers or refreshes a relay node; the private key is sealed.
+    pub async fn upsert_relay_node(
+        &self,
+        name: &str,
+        public_key: &str,
+        private_key: &str,
+        endpoint: Option<&str>,
+    ) -> Result<()> {
+        let sealed = self.store.secrets().seal_str(private_key);
+        dispatch!(
+            self.store,
+            relay_upsert(name, public_key, &sealed, endpoint, now())
+        )
+    }
+
+    /// A relay node's key pair (private key opened).
+    pub async fn relay_node_keys(&self, name: &str) -> Result<Option<(String, String)>> {
+        match dispatch!(self.store, relay_keys(name))? {
+            Some((public, sealed)) => Ok(Some((public, self.store.secrets().open_str(&sealed)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+fn validate_username(u: &str) -> Result<()> {
+    if u.is_empty() || u.len() > 253 {
+        return Err(StoreError::Invalid(
+            "username must be 1 to 253 characters".into(),
+        ));
+    }
+    if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(StoreError::Invalid(format!(
+            "username {u:?} must not contain spaces or control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn validate_subscriber_fields(
+    static_ip: Option<&str>,
+    v6: Option<&str>,
+    pd: Option<&str>,
+    mac: Option<&str>,
+) -> Result<()> {
+    if let Some(ip) = static_ip
+        && ip.parse::<std::net::Ipv4Addr>().is_err()
+    {
+        return Err(StoreError::Invalid(format!(
+            "static IP {ip:?} is not an IPv4 address"
+        )));
+    }
+    for (what, p) in [("Framed-IPv6-Prefix", v6), ("Delegated-IPv6-Prefix", pd)] {
+        if let Some(p) = p
+            && p.parse::<ipnet::Ipv6Net>().is_err()
+        {
+            return Err(StoreError::Invalid(format!(
+                "{what} {p:?} is not an IPv6 prefix such as 2001:db8:1::/64"
+            )));
+        }
+    }
+    if let Some(m) = mac
+        && normalize_mac(m).is_none()
+    {
+        return Err(StoreError::Invalid(format!(
+            "MAC {m:?} is not a MAC address such as AA:BB:CC:DD:EE:FF"
+        )));
+    }
+    Ok(())
+}
+
+/// Normalises a MAC address to `AA:BB:CC:DD:EE:FF` (accepts `:`, `-`, `.` or no separators).
+pub fn normalize_mac(m: &str) -> Option<String> {
+    let hex: String = m
+        .chars()
+        .filter(|c| !matches!(c, ':' | '-' | '.'))
+        .collect();
+    if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    let up = hex.to_uppercase();
+    Some(
+        up.as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
+}
+
+fn validate_plan(p: &NewPlan) -> Result<()> {
+    if p.name.trim().is_empty() {
+        return Err(StoreError::Invalid("plan name must not be empty".into()));
+    }
+    let rates = [
+        ("download", Some(p.download_kbps)),
+        ("upload", Some(p.upload_kbps)),
+        ("burst download", p.burst_download_kbps),
+        ("burst upload", p.burst_upload_kbps),
+        ("burst threshold", p.burst_threshold_kbps),
+        ("FUP download", p.fup_download_kbps),
+        ("FUP upload", p.fup_upload_kbps),
+    ];
+    for (what, v) in rates {
+        if let Some(v) = v
+            && v <= 0
+        {
+            return Err(StoreError::Invalid(format!(
+                "{what} rate must be a positive number of kbit/s"
+            )));
+        }
+    }
+    if p.fup_download_kbps.is_some() != p.fup_upload_kbps.is_some() {
+        return Err(StoreError::Invalid(
+            "give both FUP rates (download and upload) or neither".into(),
+        ));
+    }
+    if p.fup_download_kbps.is_some() && p.quota_bytes.is_none() {
+        return Err(StoreError::Invalid("FUP rates need a quota".into()));
+    }
+    if let Some(q) = p.quota_bytes
+        && q <= 0
+    {
+        return Err(StoreError::Invalid("quota must be positive".into()));
+    }
+    if let Some(s) = p.sim_use
+        && s < 1
+    {
+        return Err(StoreError::Invalid(
+            "simultaneous use must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Busy timeout of SQLite connections (CLI and `serve` write at once).
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default SQLite location inside a data dir.
+pub fn sqlite_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("proxpanel.db")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/pp"),
+            "postgres://app:***@db:5432/pp"
+        );
+        assert!(!redact_url("postgres://app:s3cret@db/pp").contains("s3cret"));
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+
+    #[test]
+    fn macs_normalise() {
+        assert_eq!(
+            normalize_mac("aa-bb-cc-dd-ee-ff").as_deref(),
+            Some("AA:BB:CC:DD:EE:FF")
+        );
+        assert_eq!(
+            normalize_mac("aabb.ccdd.eeff").as_deref(),
+            Some("AA:BB:CC:DD:EE:FF")
+        );
+        assert_eq!(normalize_mac("zz:bb:cc:dd:ee:ff"), None);
+    }
+}

@@ -1,0 +1,756 @@
+// Shared SQL for both backends. This file is `include!`d by `sqlite.rs` and `postgres.rs`, each of
+// which defines `Db` (the sqlx database), `DbRow`, and the scope helpers `read`, `write`, `sys`,
+// `app` and `lock_events`. Placeholders are `$N`, valid on both.
+
+use sqlx::Row as _;
+use uuid::Uuid;
+
+use crate::ids::*;
+use crate::model::*;
+use crate::store::{Result, StoreError, StoredEvent};
+use chrono::{DateTime, Utc};
+
+fn parse_enum<T: std::str::FromStr<Err = String>>(s: String) -> Result<T> {
+    s.parse().map_err(|e| StoreError::Invalid(format!("corrupt row: {e}")))
+}
+
+fn parse_slug(s: String) -> Result<Slug> {
+    Slug::parse(&s).map_err(|e| StoreError::Invalid(format!("corrupt row: {e}")))
+}
+
+fn parse_email(s: String) -> Result<Email> {
+    Email::parse(&s).map_err(|e| StoreError::Invalid(format!("corrupt row: {e}")))
+}
+
+const TENANT_COLS: &str = "t.id, t.slug, t.name, t.status, t.timezone, t.max_subscribers, t.max_nas, t.relay_node, t.tunnel_subnet, t.created_at, t.updated_at, t.suspended_at, t.deleted_at";
+
+fn tenant_row(r: &DbRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: TenantId(r.try_get("id")?),
+        slug: parse_slug(r.try_get("slug")?)?,
+        name: r.try_get("name")?,
+        status: parse_enum(r.try_get("status")?)?,
+        timezone: r.try_get("timezone")?,
+        limits: TenantLimits { max_subscribers: r.try_get("max_subscribers")?, max_nas: r.try_get("max_nas")? },
+        relay_node: r.try_get("relay_node")?,
+        tunnel_subnet: r.try_get("tunnel_subnet")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+        suspended_at: r.try_get("suspended_at")?,
+        deleted_at: r.try_get("deleted_at")?,
+    })
+}
+
+fn user_row(r: &DbRow) -> Result<TenantUser> {
+    Ok(TenantUser {
+        id: UserId(r.try_get("id")?),
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        email: parse_email(r.try_get("email")?)?,
+        role: parse_enum(r.try_get("role")?)?,
+        disabled: r.try_get("disabled")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn plan_row(r: &DbRow) -> Result<Plan> {
+    Ok(Plan {
+        id: PlanId(r.try_get("id")?),
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        name: r.try_get("name")?,
+        download_kbps: r.try_get("download_kbps")?,
+        upload_kbps: r.try_get("upload_kbps")?,
+        burst_download_kbps: r.try_get("burst_download_kbps")?,
+        burst_upload_kbps: r.try_get("burst_upload_kbps")?,
+        burst_threshold_kbps: r.try_get("burst_threshold_kbps")?,
+        burst_time_s: r.try_get("burst_time_s")?,
+        quota_bytes: r.try_get("quota_bytes")?,
+        quota_action: parse_enum(r.try_get("quota_action")?)?,
+        fup_download_kbps: r.try_get("fup_download_kbps")?,
+        fup_upload_kbps: r.try_get("fup_upload_kbps")?,
+        validity_days: r.try_get("validity_days")?,
+        price_cents: r.try_get("price_cents")?,
+        ip_pool: r.try_get("ip_pool")?,
+        ipv6_pool: r.try_get("ipv6_pool")?,
+        delegated_ipv6_pool: r.try_get("delegated_ipv6_pool")?,
+        session_timeout_s: r.try_get("session_timeout_s")?,
+        sim_use: r.try_get("sim_use")?,
+        is_default: r.try_get("is_default")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const SUB_COLS: &str = "s.id, s.tenant_id, s.username, s.status, s.plan_id, p.name AS plan_name, s.expires_at, s.static_ip, s.framed_ipv6_prefix, s.delegated_ipv6_prefix, s.mac_lock, s.sim_use, s.usage_reset_at, s.created_at, s.updated_at";
+
+fn subscriber_row(r: &DbRow) -> Result<Subscriber> {
+    Ok(Subscriber {
+        id: SubscriberId(r.try_get("id")?),
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        username: r.try_get("username")?,
+        status: parse_enum(r.try_get("status")?)?,
+        plan_id: r.try_get::<Option<Uuid>, _>("plan_id")?.map(PlanId),
+        plan: r.try_get("plan_name")?,
+        expires_at: r.try_get("expires_at")?,
+        static_ip: r.try_get("static_ip")?,
+        framed_ipv6_prefix: r.try_get("framed_ipv6_prefix")?,
+        delegated_ipv6_prefix: r.try_get("delegated_ipv6_prefix")?,
+        mac_lock: r.try_get("mac_lock")?,
+        sim_use: r.try_get("sim_use")?,
+        usage_reset_at: r.try_get("usage_reset_at")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+const NAS_COLS: &str = "id, tenant_id, name, vendor, reach, ip, message_auth, ma_seen_pap, ma_seen_chap, ma_seen_mschap, coa_port, api_port, api_ssl_port, use_ssl, api_user, tunnel_state, last_handshake_at, radius_last_seen, api_state, api_last_error, created_at";
+
+fn port(v: i64) -> Result<u16> {
+    u16::try_from(v).map_err(|_| StoreError::Invalid(format!("corrupt row: port {v}")))
+}
+
+fn nas_row(r: &DbRow) -> Result<Nas> {
+    let ip: Option<String> = r.try_get("ip")?;
+    let mut seen = Vec::new();
+    for (col, m) in [("ma_seen_pap", "pap"), ("ma_seen_chap", "chap"), ("ma_seen_mschap", "mschap")] {
+        if r.try_get::<bool, _>(col)? {
+            seen.push(m.to_owned());
+        }
+    }
+    Ok(Nas {
+        id: NasId(r.try_get("id")?),
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        name: r.try_get("name")?,
+        vendor: parse_enum(r.try_get("vendor")?)?,
+        reach: parse_enum(r.try_get("reach")?)?,
+        ip: ip.map(|s| s.parse()).transpose().map_err(|_| StoreError::Invalid("corrupt row: NAS ip".into()))?,
+        message_auth: parse_enum(r.try_get("message_auth")?)?,
+        message_auth_seen: seen,
+        coa_port: port(r.try_get("coa_port")?)?,
+        api_port: port(r.try_get("api_port")?)?,
+        api_ssl_port: port(r.try_get("api_ssl_port")?)?,
+        use_ssl: r.try_get("use_ssl")?,
+        api_user: r.try_get("api_user")?,
+        tunnel_state: parse_enum(r.try_get("tunnel_state")?)?,
+        last_handshake_at: r.try_get("last_handshake_at")?,
+        radius_last_seen: r.try_get("radius_last_seen")?,
+        api_state: parse_enum(r.try_get("api_state")?)?,
+        api_last_error: r.try_get("api_last_error")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const PEER_COLS: &str = "id, tenant_id, nas_id, public_key, tunnel_address, relay_node, last_handshake, endpoint, rx_bytes, tx_bytes, created_at";
+
+fn peer_row(r: &DbRow) -> Result<WgPeer> {
+    Ok(WgPeer {
+        id: PeerId(r.try_get("id")?),
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        nas_id: NasId(r.try_get("nas_id")?),
+        public_key: r.try_get("public_key")?,
+        tunnel_address: r.try_get("tunnel_address")?,
+        relay_node: r.try_get("relay_node")?,
+        last_handshake: r.try_get("last_handshake")?,
+        endpoint: r.try_get("endpoint")?,
+        rx_bytes: r.try_get("rx_bytes")?,
+        tx_bytes: r.try_get("tx_bytes")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const SESSION_COLS: &str = "id, tenant_id, nas_id, username, acct_session_id, framed_ip, calling_station_id, started_at, updated_at, stopped_at, input_octets, output_octets, terminate_cause";
+
+fn session_row(r: &DbRow) -> Result<Session> {
+    Ok(Session {
+        id: SessionId(r.try_get("id")?),
+        tenant: TenantId(r.try_get("tenant_id")?),
+        nas: NasId(r.try_get("nas_id")?),
+        username: r.try_get("username")?,
+        acct_session_id: r.try_get("acct_session_id")?,
+        framed_ip: r.try_get("framed_ip")?,
+        calling_station_id: r.try_get("calling_station_id")?,
+        started_at: r.try_get("started_at")?,
+        updated_at: r.try_get("updated_at")?,
+        stopped_at: r.try_get("stopped_at")?,
+        input_octets: r.try_get("input_octets")?,
+        output_octets: r.try_get("output_octets")?,
+        terminate_cause: r.try_get("terminate_cause")?,
+    })
+}
+
+fn operator_row(r: &DbRow) -> Result<Operator> {
+    Ok(Operator {
+        id: OperatorId(r.try_get("id")?),
+        email: parse_email(r.try_get("email")?)?,
+        role: r.try_get("role")?,
+        totp_enrolled: r.try_get("totp_enrolled")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn dns_row(r: &DbRow) -> Result<DnsRecord> {
+    Ok(DnsRecord {
+        id: DnsRecordId(r.try_get("id")?),
+        tenant_id: r.try_get::<Option<Uuid>, _>("tenant_id")?.map(TenantId),
+        name: r.try_get("name")?,
+        rtype: r.try_get("rtype")?,
+        value: r.try_get("value")?,
+        ttl: r.try_get("ttl")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+fn q(s: String) -> sqlx::AssertSqlSafe<String> {
+    // Only used with column lists that are compile-time constants of this file.
+    sqlx::AssertSqlSafe(s)
+}
+
+impl Db {
+    // ---- tenants ----
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn tenant_insert(&self, t: TenantId, slug: &Slug, name: &str, tz: &str, limits: TenantLimits, subnet: &str, now: DateTime<Utc>) -> Result<Tenant> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO tenants (id, slug, name, status, timezone, max_subscribers, max_nas, tunnel_subnet, created_at, updated_at) VALUES ($1, $2, $3, 'provisioning', $4, $5, $6, $7, $8, $8)")
+            .bind(t.0).bind(slug.as_str()).bind(name).bind(tz).bind(limits.max_subscribers).bind(limits.max_nas).bind(subnet).bind(now)
+            .execute(&mut *tx).await?;
+        let row = sqlx::query(q(format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"))).bind(t.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        tenant_row(&row)
+    }
+
+    pub(super) async fn tenant_get(&self, t: TenantId) -> Result<Option<Tenant>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"))).bind(t.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(tenant_row).transpose()
+    }
+
+    pub(super) async fn tenant_set_status(&self, t: TenantId, status: TenantStatus, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query(
+            "UPDATE tenants SET status = $2, updated_at = $3,
+                suspended_at = CASE WHEN $2 = 'suspended' THEN $3 WHEN $2 = 'active' THEN NULL ELSE suspended_at END,
+                deleted_at = CASE WHEN $2 = 'deleted' THEN $3 ELSE deleted_at END
+             WHERE id = $1",
+        )
+        .bind(t.0).bind(status.as_str()).bind(now)
+        .execute(&mut *tx).await?;
+        tx.commit().await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("tenant {t}")));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn tenant_update(&self, t: TenantId, name: Option<&str>, tz: Option<&str>, limits: Option<TenantLimits>, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("UPDATE tenants SET name = COALESCE($2, name), timezone = COALESCE($3, timezone), max_subscribers = COALESCE($4, max_subscribers), max_nas = COALESCE($5, max_nas), updated_at = $6 WHERE id = $1")
+            .bind(t.0).bind(name).bind(tz).bind(limits.map(|l| l.max_subscribers)).bind(limits.map(|l| l.max_nas)).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn tenant_purge(&self, t: TenantId) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        // Children first: their RLS policies need the tenant row to still match nothing else.
+        for sql in [
+            "DELETE FROM refresh_families WHERE tenant_id = $1",
+            "DELETE FROM radius_sessions WHERE tenant_id = $1",
+            "DELETE FROM auth_log WHERE tenant_id = $1",
+            "DELETE FROM audit_log WHERE tenant_id = $1",
+            "DELETE FROM wg_peers WHERE tenant_id = $1",
+            "DELETE FROM nas_devices WHERE tenant_id = $1",
+            "DELETE FROM subscribers WHERE tenant_id = $1",
+            "DELETE FROM service_plans WHERE tenant_id = $1",
+            "DELETE FROM tenant_users WHERE tenant_id = $1",
+            "DELETE FROM tenants WHERE id = $1",
+        ] {
+            sqlx::query(sql).bind(t.0).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- users ----
+
+    pub(super) async fn user_insert(&self, t: TenantId, id: UserId, email: &Email, hash: &str, role: Role, now: DateTime<Utc>) -> Result<TenantUser> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO tenant_users (id, tenant_id, email, password_hash, role, disabled, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(id.0).bind(t.0).bind(email.as_str()).bind(hash).bind(role.as_str()).bind(false).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(TenantUser { id, tenant_id: t, email: email.clone(), role, disabled: false, created_at: now })
+    }
+
+    pub(super) async fn user_by_email(&self, t: TenantId, email: &Email) -> Result<Option<(TenantUser, String)>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query("SELECT id, tenant_id, email, role, disabled, created_at, password_hash FROM tenant_users WHERE tenant_id = $1 AND email = $2")
+            .bind(t.0).bind(email.as_str()).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.map(|r| Ok((user_row(&r)?, r.try_get("password_hash")?))).transpose()
+    }
+
+    pub(super) async fn users_list(&self, t: TenantId) -> Result<Vec<TenantUser>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT id, tenant_id, email, role, disabled, created_at FROM tenant_users WHERE tenant_id = $1 ORDER BY email")
+            .bind(t.0).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(user_row).collect()
+    }
+
+    // ---- plans ----
+
+    pub(super) async fn plan_insert(&self, t: TenantId, id: PlanId, p: &NewPlan, is_default: bool, now: DateTime<Utc>) -> Result<Plan> {
+        let action = if p.quota_bytes.is_some() && p.fup_download_kbps.is_none() { QuotaAction::Reject } else { QuotaAction::Fup };
+        let mut tx = self.write(t).await?;
+        sqlx::query(
+            "INSERT INTO service_plans (id, tenant_id, name, download_kbps, upload_kbps, burst_download_kbps, burst_upload_kbps,
+                burst_threshold_kbps, burst_time_s, quota_bytes, quota_action, fup_download_kbps, fup_upload_kbps, validity_days,
+                price_cents, ip_pool, ipv6_pool, delegated_ipv6_pool, session_timeout_s, sim_use, is_default, created_at)
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19,$20,$21,$22)",
+        )
+        .bind(id.0).bind(t.0).bind(p.name.trim()).bind(p.download_kbps).bind(p.upload_kbps).bind(p.burst_download_kbps).bind(p.burst_upload_kbps)
+        .bind(p.burst_threshold_kbps).bind(p.burst_time_s).bind(p.quota_bytes).bind(action.as_str()).bind(p.fup_download_kbps).bind(p.fup_upload_kbps)
+        .bind(p.validity_days).bind(p.price_cents).bind(p.ip_pool.as_deref()).bind(p.ipv6_pool.as_deref()).bind(p.delegated_ipv6_pool.as_deref())
+        .bind(p.session_timeout_s).bind(p.sim_use.unwrap_or(1)).bind(is_default).bind(now)
+        .execute(&mut *tx).await?;
+        let row = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        plan_row(&row)
+    }
+
+    pub(super) async fn plans_list(&self, t: TenantId) -> Result<Vec<Plan>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 ORDER BY name").bind(t.0).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(plan_row).collect()
+    }
+
+    pub(super) async fn plan_by_name(&self, t: TenantId, name: &str) -> Result<Option<Plan>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 AND name = $2").bind(t.0).bind(name).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(plan_row).transpose()
+    }
+
+    pub(super) async fn plan_by_id(&self, t: TenantId, id: PlanId) -> Result<Option<Plan>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(plan_row).transpose()
+    }
+
+    // ---- subscribers ----
+
+    pub(super) async fn subscribers_count(&self, t: TenantId) -> Result<i64> {
+        let mut tx = self.read(t).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscribers WHERE tenant_id = $1").bind(t.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn subscriber_insert(&self, t: TenantId, id: SubscriberId, s: &NewSubscriber, sealed: &str, now: DateTime<Utc>) -> Result<Subscriber> {
+        let mut tx = self.write(t).await?;
+        sqlx::query(
+            "INSERT INTO subscribers (id, tenant_id, username, password, status, plan_id, expires_at, static_ip, framed_ipv6_prefix,
+                delegated_ipv6_prefix, mac_lock, sim_use, usage_reset_at, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)",
+        )
+        .bind(id.0).bind(t.0).bind(&s.username).bind(sealed).bind(s.plan_id.map(|p| p.0)).bind(s.expires_at)
+        .bind(s.static_ip.as_deref()).bind(s.framed_ipv6_prefix.as_deref()).bind(s.delegated_ipv6_prefix.as_deref())
+        .bind(s.mac_lock.as_deref().and_then(crate::store::normalize_mac)).bind(s.sim_use).bind(now)
+        .execute(&mut *tx).await?;
+        let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.id = $2")))
+            .bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        subscriber_row(&row)
+    }
+
+    pub(super) async fn subscriber_by_username(&self, t: TenantId, username: &str) -> Result<Option<Subscriber>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.username = $2")))
+            .bind(t.0).bind(username).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(subscriber_row).transpose()
+    }
+
+    pub(super) async fn subscriber_by_id(&self, t: TenantId, id: SubscriberId) -> Result<Option<Subscriber>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.id = $2")))
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(subscriber_row).transpose()
+    }
+
+    pub(super) async fn subscriber_sealed_password(&self, t: TenantId, id: SubscriberId) -> Result<Option<String>> {
+        let mut tx = self.read(t).await?;
+        let p: Option<String> = sqlx::query_scalar("SELECT password FROM subscribers WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query(
+            "UPDATE subscribers SET
+                password = COALESCE($3, password),
+                status = COALESCE($4, status),
+                plan_id = CASE WHEN $5 THEN $6 ELSE plan_id END,
+                expires_at = CASE WHEN $7 THEN $8 ELSE expires_at END,
+                static_ip = CASE WHEN $9 THEN $10 ELSE static_ip END,
+                framed_ipv6_prefix = CASE WHEN $11 THEN $12 ELSE framed_ipv6_prefix END,
+                delegated_ipv6_prefix = CASE WHEN $13 THEN $14 ELSE delegated_ipv6_prefix END,
+                mac_lock = CASE WHEN $15 THEN $16 ELSE mac_lock END,
+                sim_use = CASE WHEN $17 THEN $18 ELSE sim_use END,
+                updated_at = $19
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.0).bind(id.0).bind(sealed).bind(p.status.map(|s| s.as_str()))
+        .bind(p.plan_id.is_some()).bind(p.plan_id.flatten().map(|x| x.0))
+        .bind(p.expires_at.is_some()).bind(p.expires_at.flatten())
+        .bind(p.static_ip.is_some()).bind(p.static_ip.clone().flatten())
+        .bind(p.framed_ipv6_prefix.is_some()).bind(p.framed_ipv6_prefix.clone().flatten())
+        .bind(p.delegated_ipv6_prefix.is_some()).bind(p.delegated_ipv6_prefix.clone().flatten())
+        .bind(p.mac_lock.is_some()).bind(p.mac_lock.clone().flatten().and_then(|m| crate::store::normalize_mac(&m)))
+        .bind(p.sim_use.is_some()).bind(p.sim_use.flatten())
+        .bind(now)
+        .execute(&mut *tx).await?;
+        tx.commit().await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("subscriber {id}")));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn subscriber_delete(&self, t: TenantId, id: SubscriberId) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query("DELETE FROM subscribers WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscribers_list(&self, t: TenantId, search: Option<&str>, status: Option<SubscriberStatus>, plan: Option<PlanId>, after: Option<&str>, limit: i64) -> Result<Vec<Subscriber>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query(q(format!(
+            "SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
+             WHERE s.tenant_id = $1
+               AND ($2 IS NULL OR LOWER(s.username) LIKE $2 ESCAPE '\\')
+               AND ($3 IS NULL OR s.status = $3)
+               AND ($4 IS NULL OR s.plan_id = $4)
+               AND ($5 IS NULL OR s.username > $5)
+             ORDER BY s.username LIMIT $6"
+        )))
+        .bind(t.0).bind(search).bind(status.map(|s| s.as_str())).bind(plan.map(|p| p.0)).bind(after).bind(limit)
+        .fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(subscriber_row).collect()
+    }
+
+    // ---- NAS ----
+
+    pub(super) async fn nas_count(&self, t: TenantId) -> Result<i64> {
+        let mut tx = self.read(t).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nas_devices WHERE tenant_id = $1").bind(t.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn nas_insert(&self, t: TenantId, id: NasId, n: &NewNas, secret: &str, api_password: Option<&str>, now: DateTime<Utc>) -> Result<Nas> {
+        let (reach, tunnel_state) = match n.ip {
+            Some(_) => (NasReach::Direct, TunnelState::None),
+            None => (NasReach::Tunnel, TunnelState::Waiting),
+        };
+        let mut tx = self.write(t).await?;
+        sqlx::query(
+            "INSERT INTO nas_devices (id, tenant_id, name, vendor, reach, ip, secret, message_auth, coa_port, use_ssl, api_user, api_password, tunnel_state, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind(id.0).bind(t.0).bind(n.name.trim()).bind(n.vendor.as_str()).bind(reach.as_str()).bind(n.ip.map(|i| i.to_string()))
+        .bind(secret).bind(n.message_auth.as_str()).bind(i64::from(n.coa_port)).bind(n.use_ssl).bind(n.api_user.as_deref()).bind(api_password)
+        .bind(tunnel_state.as_str()).bind(now)
+        .execute(&mut *tx).await?;
+        let row = sqlx::query(q(format!("SELECT {NAS_COLS} FROM nas_devices WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        nas_row(&row)
+    }
+
+    pub(super) async fn nas_list(&self, t: TenantId) -> Result<Vec<Nas>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query(q(format!("SELECT {NAS_COLS} FROM nas_devices WHERE tenant_id = $1 ORDER BY name"))).bind(t.0).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(nas_row).collect()
+    }
+
+    pub(super) async fn nas_by_id(&self, t: TenantId, id: NasId) -> Result<Option<Nas>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {NAS_COLS} FROM nas_devices WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(nas_row).transpose()
+    }
+
+    pub(super) async fn nas_by_name(&self, t: TenantId, name: &str) -> Result<Option<Nas>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {NAS_COLS} FROM nas_devices WHERE tenant_id = $1 AND name = $2"))).bind(t.0).bind(name).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(nas_row).transpose()
+    }
+
+    pub(super) async fn nas_sealed_secret(&self, t: TenantId, id: NasId) -> Result<Option<String>> {
+        let mut tx = self.read(t).await?;
+        let s: Option<String> = sqlx::query_scalar("SELECT secret FROM nas_devices WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(s)
+    }
+
+    pub(super) async fn nas_delete(&self, t: TenantId, id: NasId) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query("DELETE FROM nas_devices WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    // ---- peers ----
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn peer_insert(&self, t: TenantId, id: PeerId, nas: NasId, public_key: &str, sealed_private: Option<&str>, addr: &str, relay: Option<&str>, now: DateTime<Utc>) -> Result<WgPeer> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO wg_peers (id, tenant_id, nas_id, public_key, private_key, tunnel_address, relay_node, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(id.0).bind(t.0).bind(nas.0).bind(public_key).bind(sealed_private).bind(addr).bind(relay).bind(now)
+            .execute(&mut *tx).await?;
+        let row = sqlx::query(q(format!("SELECT {PEER_COLS} FROM wg_peers WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        peer_row(&row)
+    }
+
+    pub(super) async fn peers_list(&self, t: TenantId) -> Result<Vec<WgPeer>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query(q(format!("SELECT {PEER_COLS} FROM wg_peers WHERE tenant_id = $1 ORDER BY created_at"))).bind(t.0).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(peer_row).collect()
+    }
+
+    // ---- sessions and logs ----
+
+    pub(super) async fn sessions_list(&self, t: TenantId, online_only: bool, limit: i64) -> Result<Vec<Session>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query(q(format!("SELECT {SESSION_COLS} FROM radius_sessions WHERE tenant_id = $1 AND ($2 = FALSE OR stopped_at IS NULL) ORDER BY started_at DESC LIMIT $3")))
+            .bind(t.0).bind(online_only).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(session_row).collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn session_insert(&self, t: TenantId, id: SessionId, nas: NasId, sub: Option<SubscriberId>, username: &str, acct: &str, ip: Option<&str>, csid: Option<&str>, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO radius_sessions (id, tenant_id, nas_id, subscriber_id, username, acct_session_id, framed_ip, calling_station_id, started_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)")
+            .bind(id.0).bind(t.0).bind(nas.0).bind(sub.map(|s| s.0)).bind(username).bind(acct).bind(ip).bind(csid).bind(at)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn auth_log_insert(&self, t: TenantId, e: &AuthLogEntry) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO auth_log (tenant_id, at, nas_id, username, method, outcome, reason, calling_station_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+            .bind(t.0).bind(e.at).bind(e.nas_id.map(|n| n.0)).bind(&e.username).bind(e.method.as_deref()).bind(&e.outcome).bind(e.reason.as_deref()).bind(e.calling_station_id.as_deref())
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn auth_log_list(&self, t: TenantId, limit: i64) -> Result<Vec<AuthLogEntry>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT at, nas_id, username, method, outcome, reason, calling_station_id FROM auth_log WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(t.0).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuthLogEntry {
+                    at: r.try_get("at")?,
+                    nas_id: r.try_get::<Option<Uuid>, _>("nas_id")?.map(NasId),
+                    username: r.try_get("username")?,
+                    method: r.try_get("method")?,
+                    outcome: r.try_get("outcome")?,
+                    reason: r.try_get("reason")?,
+                    calling_station_id: r.try_get("calling_station_id")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn audit_insert(&self, t: TenantId, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO audit_log (tenant_id, at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(t.0).bind(now).bind(actor).bind(action).bind(target).bind(details)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn audit_list(&self, t: TenantId, limit: i64) -> Result<Vec<AuditEntry>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT at, actor, action, target, details FROM audit_log WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2")
+            .bind(t.0).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| Ok(AuditEntry { at: r.try_get("at")?, actor: r.try_get("actor")?, action: r.try_get("action")?, target: r.try_get("target")?, details: r.try_get("details")? }))
+            .collect()
+    }
+
+    // ---- system scope: the named cross-tenant reads ----
+
+    pub(super) async fn sys_tenant_by_slug(&self, slug: &Slug) -> Result<Option<Tenant>> {
+        let row = sqlx::query(q(format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.slug = $1"))).bind(slug.as_str()).fetch_optional(self.sys()).await?;
+        row.as_ref().map(tenant_row).transpose()
+    }
+
+    pub(super) async fn sys_tenant_by_id(&self, id: TenantId) -> Result<Option<Tenant>> {
+        let row = sqlx::query(q(format!("SELECT {TENANT_COLS} FROM tenants t WHERE t.id = $1"))).bind(id.0).fetch_optional(self.sys()).await?;
+        row.as_ref().map(tenant_row).transpose()
+    }
+
+    pub(super) async fn sys_tenants_summary(&self) -> Result<Vec<TenantSummary>> {
+        let rows = sqlx::query(q(format!(
+            "SELECT {TENANT_COLS},
+                (SELECT COUNT(s.id) FROM subscribers s WHERE s.tenant_id = t.id) AS n_subscribers,
+                (SELECT COUNT(r.id) FROM radius_sessions r WHERE r.tenant_id = t.id AND r.stopped_at IS NULL) AS n_online,
+                (SELECT COUNT(n.id) FROM nas_devices n WHERE n.tenant_id = t.id) AS n_nas
+             FROM tenants t ORDER BY t.slug"
+        )))
+        .fetch_all(self.sys()).await?;
+        rows.iter()
+            .map(|r| Ok(TenantSummary { tenant: tenant_row(r)?, subscribers: r.try_get("n_subscribers")?, online: r.try_get("n_online")?, nas: r.try_get("n_nas")? }))
+            .collect()
+    }
+
+    pub(super) async fn sys_live_tenants(&self) -> Result<Vec<(Slug, Option<String>)>> {
+        let rows = sqlx::query("SELECT slug, relay_node FROM tenants WHERE status IN ('active', 'suspended') ORDER BY slug").fetch_all(self.sys()).await?;
+        rows.iter().map(|r| Ok((parse_slug(r.try_get("slug")?)?, r.try_get("relay_node")?))).collect()
+    }
+
+    pub(super) async fn sys_nas_by_source(&self, ip: &str) -> Result<Option<DirectNas>> {
+        let row = sqlx::query("SELECT n.id, n.tenant_id, t.status FROM nas_devices n JOIN tenants t ON t.id = n.tenant_id WHERE n.ip = $1")
+            .bind(ip).fetch_optional(self.sys()).await?;
+        row.map(|r| Ok(DirectNas { tenant_id: TenantId(r.try_get("tenant_id")?), tenant_status: parse_enum(r.try_get("status")?)?, nas_id: NasId(r.try_get("id")?) }))
+            .transpose()
+    }
+
+    pub(super) async fn sys_peer_by_key(&self, key: &str) -> Result<Option<PeerIdentity>> {
+        let row = sqlx::query("SELECT p.id, p.tenant_id, p.nas_id, p.tunnel_address, t.status, t.suspended_at FROM wg_peers p JOIN tenants t ON t.id = p.tenant_id WHERE p.public_key = $1")
+            .bind(key).fetch_optional(self.sys()).await?;
+        row.map(|r| {
+            Ok(PeerIdentity {
+                peer_id: PeerId(r.try_get("id")?),
+                tenant_id: TenantId(r.try_get("tenant_id")?),
+                tenant_status: parse_enum(r.try_get("status")?)?,
+                suspended_at: r.try_get("suspended_at")?,
+                nas_id: NasId(r.try_get("nas_id")?),
+                tunnel_address: r.try_get("tunnel_address")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub(super) async fn sys_tenants_to_purge(&self, before: DateTime<Utc>) -> Result<Vec<TenantId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE status = 'deleted' AND deleted_at <= $1").bind(before).fetch_all(self.sys()).await?;
+        Ok(ids.into_iter().map(TenantId).collect())
+    }
+
+    pub(super) async fn sys_dns_records(&self) -> Result<Vec<DnsRecord>> {
+        let rows = sqlx::query("SELECT id, tenant_id, name, rtype, value, ttl, created_at FROM dns_records ORDER BY name, rtype, created_at").fetch_all(self.sys()).await?;
+        rows.iter().map(dns_row).collect()
+    }
+
+    // ---- platform tables ----
+
+    pub(super) async fn operator_insert(&self, id: OperatorId, email: &Email, hash: &str, totp: &str, now: DateTime<Utc>) -> Result<Operator> {
+        sqlx::query("INSERT INTO operators (id, email, password_hash, role, totp_secret, totp_enrolled, created_at) VALUES ($1, $2, $3, 'admin', $4, $5, $6)")
+            .bind(id.0).bind(email.as_str()).bind(hash).bind(totp).bind(false).bind(now)
+            .execute(self.app()).await?;
+        Ok(Operator { id, email: email.clone(), role: "admin".into(), totp_enrolled: false, created_at: now })
+    }
+
+    pub(super) async fn operator_by_email(&self, email: &Email) -> Result<Option<(Operator, String, String)>> {
+        let row = sqlx::query("SELECT id, email, role, totp_enrolled, created_at, password_hash, totp_secret FROM operators WHERE email = $1")
+            .bind(email.as_str()).fetch_optional(self.app()).await?;
+        row.map(|r| Ok((operator_row(&r)?, r.try_get("password_hash")?, r.try_get::<Option<String>, _>("totp_secret")?.unwrap_or_default()))).transpose()
+    }
+
+    pub(super) async fn operators_list(&self) -> Result<Vec<Operator>> {
+        let rows = sqlx::query("SELECT id, email, role, totp_enrolled, created_at FROM operators ORDER BY email").fetch_all(self.app()).await?;
+        rows.iter().map(operator_row).collect()
+    }
+
+    pub(super) async fn operator_audit_insert(&self, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO operator_audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
+            .bind(now).bind(actor).bind(action).bind(target).bind(details)
+            .execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn event_insert(&self, tenant: Option<TenantId>, kind: &str, corr: Option<Uuid>, payload: &str, now: DateTime<Utc>) -> Result<i64> {
+        let mut tx = self.app().begin().await?;
+        // Ids must become visible in order, or a poller could step over a late commit.
+        self.lock_events(&mut tx).await?;
+        let id: i64 = sqlx::query_scalar("INSERT INTO events (at, tenant_id, kind, correlation_id, payload) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+            .bind(now).bind(tenant.map(|t| t.0)).bind(kind).bind(corr).bind(payload)
+            .fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub(super) async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query("SELECT id, at, tenant_id, kind, correlation_id, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after).bind(limit).fetch_all(self.app()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(StoredEvent {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    tenant_id: r.try_get::<Option<Uuid>, _>("tenant_id")?.map(TenantId),
+                    kind: r.try_get("kind")?,
+                    correlation_id: r.try_get("correlation_id")?,
+                    payload: r.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn events_last_id(&self) -> Result<i64> {
+        let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events").fetch_one(self.app()).await?;
+        Ok(id.unwrap_or(0))
+    }
+
+    pub(super) async fn events_prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let res = sqlx::query("DELETE FROM events WHERE at < $1").bind(before).execute(self.app()).await?;
+        Ok(res.rows_affected())
+    }
+
+    pub(super) async fn dns_insert(&self, r: &DnsRecord) -> Result<()> {
+        sqlx::query("INSERT INTO dns_records (id, tenant_id, name, rtype, value, ttl, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(r.id.0).bind(r.tenant_id.map(|t| t.0)).bind(&r.name).bind(&r.rtype).bind(&r.value).bind(r.ttl).bind(r.created_at)
+            .execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn dns_delete(&self, name: &str, rtype: &str, value: Option<&str>) -> Result<u64> {
+        let res = sqlx::query("DELETE FROM dns_records WHERE name = $1 AND rtype = $2 AND ($3 IS NULL OR value = $3)")
+            .bind(name).bind(rtype).bind(value).execute(self.app()).await?;
+        Ok(res.rows_affected())
+    }
+
+    pub(super) async fn relay_upsert(&self, name: &str, public: &str, sealed: &str, endpoint: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO relay_nodes (name, public_key, private_key, endpoint, last_seen, created_at) VALUES ($1, $2, $3, $4, $5, $5)
+                     ON CONFLICT (name) DO UPDATE SET endpoint = excluded.endpoint, last_seen = excluded.last_seen")
+            .bind(name).bind(public).bind(sealed).bind(endpoint).bind(now)
+            .execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn relay_keys(&self, name: &str) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT public_key, private_key FROM relay_nodes WHERE name = $1").bind(name).fetch_optional(self.app()).await?;
+        row.map(|r| Ok((r.try_get("public_key")?, r.try_get("private_key")?))).transpose()
+    }
+}

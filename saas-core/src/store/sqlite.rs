@@ -1,0 +1,85 @@
+//! SQLite backend (embedded mode): WAL, busy timeout, foreign keys. Isolation rests on the tenant
+//! filter in every query; SQLite has no row-level security.
+
+use std::str::FromStr;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Pool, Sqlite, Transaction};
+
+use crate::ids::TenantId;
+use crate::store::{SQLITE_BUSY_TIMEOUT, StoreOptions, redact_url};
+
+type DbRow = sqlx::sqlite::SqliteRow;
+
+pub(super) struct Db {
+    pool: Pool<Sqlite>,
+}
+
+impl Db {
+    pub(super) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
+        let connect_err = |source| StoreError::Connect {
+            url: redact_url(&opts.url),
+            source,
+        };
+        let co = SqliteConnectOptions::from_str(&opts.url)
+            .map_err(connect_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true);
+        if let Some(parent) = co.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(opts.max_connections.clamp(1, 16))
+            .connect_with(co)
+            .await
+            .map_err(connect_err)?;
+        Ok(Self { pool })
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A read transaction of one tenant (deferred: never upgrades, so never deadlocks).
+    async fn read(&self, _t: TenantId) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// A write transaction: BEGIN IMMEDIATE takes the write lock up front, so the busy timeout
+    /// applies instead of an immediate SQLITE_BUSY on lock upgrade.
+    async fn write(&self, _t: TenantId) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    fn sys(&self) -> &Pool<Sqlite> {
+        &self.pool
+    }
+
+    fn app(&self) -> &Pool<Sqlite> {
+        &self.pool
+    }
+
+    async fn lock_events(&self, _tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        // SQLite has one writer at a time: ids commit in order already.
+        Ok(())
+    }
+}
+
+include!("queries.rs");

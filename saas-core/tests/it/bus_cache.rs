@@ -1,0 +1,186 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use saas_core::bus::{Bus, kinds};
+use saas_core::cache::{self, Cache, MemoryCache, RedisCache};
+use saas_core::crypto::SecretBox;
+use saas_core::store::Store;
+use saas_core::testing;
+
+async fn caches() -> Vec<Arc<dyn Cache>> {
+    let mut v: Vec<Arc<dyn Cache>> = vec![Arc::new(MemoryCache::default())];
+    if let Some(url) = testing::redis_url() {
+        v.push(Arc::new(RedisCache::connect(&url).await.expect("redis")));
+    }
+    v
+}
+
+#[tokio::test]
+async fn cache_get_set_expire_incr() {
+    for c in caches().await {
+        let k = format!("pp:test:{}", uuid::Uuid::new_v4());
+        assert_eq!(c.get(&k).await.unwrap(), None, "{}", c.kind());
+        c.set(&k, b"v1", Duration::from_millis(300)).await.unwrap();
+        assert_eq!(c.get(&k).await.unwrap().as_deref(), Some(&b"v1"[..]));
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(
+            c.get(&k).await.unwrap(),
+            None,
+            "{}: value outlived its ttl",
+            c.kind()
+        );
+        c.set(&k, b"v2", Duration::from_secs(30)).await.unwrap();
+        c.delete(&k).await.unwrap();
+        assert_eq!(c.get(&k).await.unwrap(), None);
+        let n = format!("{k}:n");
+        assert_eq!(c.incr(&n, Duration::from_millis(300)).await.unwrap(), 1);
+        assert_eq!(c.incr(&n, Duration::from_millis(300)).await.unwrap(), 2);
+        assert_eq!(c.incr(&n, Duration::from_millis(300)).await.unwrap(), 3);
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(
+            c.incr(&n, Duration::from_millis(300)).await.unwrap(),
+            1,
+            "{}: window did not reset",
+            c.kind()
+        );
+    }
+}
+
+#[tokio::test]
+async fn cache_connect_picks_implementation_and_redacts() {
+    assert_eq!(cache::connect(None).await.unwrap().kind(), "memory");
+    if let Some(url) = testing::redis_url() {
+        assert_eq!(cache::connect(Some(&url)).await.unwrap().kind(), "redis");
+    }
+    let err = cache::connect(Some("redis://:hunter2@127.0.0.1:1/"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("127.0.0.1:1") && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert_eq!(
+        cache::tenant_key(saas_core::TenantId(uuid::Uuid::nil()), "x"),
+        "pp:{00000000-0000-0000-0000-000000000000}:x"
+    );
+}
+
+/// Two processes sharing one store: a second `Store` + `Bus` on the same database stands for a
+/// CLI command run beside `serve`.
+async fn second_process(ts: &testing::TestStore) -> Store {
+    Store::connect(&ts.options, SecretBox::new(ts.key.clone(), vec![]))
+        .await
+        .unwrap()
+}
+
+async fn bus_pair(redis: Option<&str>) -> Vec<(String, Bus, Bus)> {
+    let mut out = Vec::new();
+    for ts in testing::each_backend().await {
+        let other = second_process(&ts).await;
+        let a = Bus::start(ts.store.clone(), redis).await.unwrap();
+        let b = Bus::start(other, redis).await.unwrap();
+        let name = format!(
+            "{}+{}",
+            ts.backend,
+            if redis.is_some() { "redis" } else { "poll" }
+        );
+        // Keep the temp dir alive for the test's duration.
+        std::mem::forget(ts.dir);
+        out.push((name, a, b));
+    }
+    out
+}
+
+async fn check_cross_process_delivery(redis: Option<&str>) {
+    for (name, serve, cli) in bus_pair(redis).await {
+        let mut rx = serve.subscribe();
+        let t = saas_core::TenantId::new();
+        cli.publish(
+            Some(t),
+            kinds::SUBSCRIBER_CHANGED,
+            &serde_json::json!({"subscriber": "x"}),
+        )
+        .await
+        .unwrap();
+        let ev = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: not delivered"))
+            .unwrap();
+        assert_eq!(ev.kind, kinds::SUBSCRIBER_CHANGED);
+        assert_eq!(ev.tenant_id, Some(t));
+        // Request/result with a correlation id, answered by the other process.
+        let mut req_rx = serve.subscribe();
+        let responder = serve.clone();
+        let answer = tokio::spawn(async move {
+            loop {
+                let ev = req_rx.recv().await.unwrap();
+                if ev.kind == kinds::COA_REQUEST {
+                    responder
+                        .respond(&ev, kinds::COA_RESULT, &serde_json::json!({"ok": true}))
+                        .await
+                        .unwrap();
+                    return;
+                }
+            }
+        });
+        let res = cli
+            .request(
+                Some(t),
+                kinds::COA_REQUEST,
+                &serde_json::json!({"session": 1}),
+                kinds::COA_RESULT,
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.payload, "{\"ok\":true}", "{name}");
+        answer.await.unwrap();
+        // Nobody answers → a timeout that says what to check.
+        let err = cli
+            .request(
+                None,
+                "nas.check",
+                &serde_json::json!({}),
+                "nas.check.result",
+                Duration::from_millis(300),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("serve"), "{err}");
+        serve.shutdown();
+        cli.shutdown();
+    }
+}
+
+#[tokio::test]
+async fn bus_reaches_another_process_by_polling() {
+    check_cross_process_delivery(None).await;
+}
+
+#[tokio::test]
+async fn bus_reaches_another_process_with_redis_wakeup() {
+    let Some(url) = testing::redis_url() else {
+        return;
+    };
+    check_cross_process_delivery(Some(&url)).await;
+}
+
+#[tokio::test]
+async fn bus_delivers_in_order_and_prunes() {
+    let ts = testing::sqlite().await;
+    let bus = Bus::start(ts.store.clone(), None).await.unwrap();
+    let mut rx = bus.subscribe();
+    for i in 0..20 {
+        bus.publish(None, kinds::DNS_CHANGED, &i).await.unwrap();
+    }
+    for i in 0..20 {
+        let ev = tokio::time::timeout(Duration::from_secs(3), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.payload, i.to_string());
+    }
+    assert_eq!(bus.prune(Duration::ZERO).await.unwrap(), 20);
+}

@@ -1,0 +1,783 @@
+use std::net::IpAddr;
+
+use saas_core::model::*;
+use saas_core::store::{StoreError, SubscriberQuery};
+use saas_core::testing::{self, TestStore};
+use saas_core::{Slug, TenantId, TenantScope};
+
+async fn tenant(ts: &TestStore, slug: &str) -> TenantScope {
+    let id = TenantId::new();
+    let scope = ts.store.tenant(id);
+    scope
+        .insert_tenant(
+            &Slug::parse(slug).unwrap(),
+            &format!("{slug} ISP"),
+            "UTC",
+            TenantLimits::default(),
+            "10.200.0.0/24",
+        )
+        .await
+        .unwrap();
+    scope.set_status(TenantStatus::Active).await.unwrap();
+    scope
+}
+
+fn new_sub(username: &str, password: &str) -> NewSubscriber {
+    NewSubscriber {
+        username: username.into(),
+        password: password.into(),
+        plan_id: None,
+        expires_at: None,
+        static_ip: None,
+        framed_ipv6_prefix: None,
+        delegated_ipv6_prefix: None,
+        mac_lock: None,
+        sim_use: None,
+    }
+}
+
+fn new_nas(name: &str, ip: Option<&str>, secret: &str) -> NewNas {
+    NewNas {
+        name: name.into(),
+        vendor: NasVendor::Mikrotik,
+        ip: ip.map(|s| s.parse::<IpAddr>().unwrap()),
+        secret: secret.into(),
+        message_auth: MessageAuthPolicy::Auto,
+        coa_port: 3799,
+        api_user: Some("api".into()),
+        api_password: Some("ApiPassw0rd-Zeta".into()),
+        use_ssl: false,
+    }
+}
+
+#[tokio::test]
+async fn crud_round_trip_on_every_backend() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "acme").await;
+        let plan = a
+            .create_plan(
+                &NewPlan {
+                    name: "10M".into(),
+                    download_kbps: 10240,
+                    upload_kbps: 2048,
+                    quota_bytes: Some(1 << 33),
+                    fup_download_kbps: Some(1024),
+                    fup_upload_kbps: Some(512),
+                    ipv6_pool: Some("v6pool".into()),
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(plan.quota_action, QuotaAction::Fup, "{}", ts.backend);
+        assert_eq!(plan.sim_use, 1);
+        let mut ns = new_sub("alice", "pw-alice");
+        ns.plan_id = Some(plan.id);
+        ns.mac_lock = Some("aa-bb-cc-dd-ee-ff".into());
+        ns.framed_ipv6_prefix = Some("2001:db8:1::/64".into());
+        ns.delegated_ipv6_prefix = Some("2001:db8:100::/56".into());
+        ns.static_ip = Some("100.64.0.10".into());
+        let expires = saas_core::store::now() + chrono::Duration::days(30);
+        ns.expires_at = Some(expires);
+        let s = a.create_subscriber(&ns).await.unwrap();
+        assert_eq!(s.plan.as_deref(), Some("10M"));
+        assert_eq!(s.mac_lock.as_deref(), Some("AA:BB:CC:DD:EE:FF"));
+        assert_eq!(s.expires_at, Some(expires), "{}", ts.backend);
+        assert_eq!(
+            s.delegated_ipv6_prefix.as_deref(),
+            Some("2001:db8:100::/56")
+        );
+        assert_eq!(a.subscriber_password(s.id).await.unwrap(), "pw-alice");
+        // Duplicate username in the same tenant is a conflict.
+        let dup = a
+            .create_subscriber(&new_sub("alice", "x"))
+            .await
+            .unwrap_err();
+        assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+        // Patch: set some, clear some.
+        let patch = SubscriberPatch {
+            status: Some(SubscriberStatus::Disabled),
+            static_ip: Some(None),
+            password: Some("pw2".into()),
+            ..Default::default()
+        };
+        let s2 = a.update_subscriber(s.id, &patch).await.unwrap();
+        assert_eq!(s2.status, SubscriberStatus::Disabled);
+        assert_eq!(s2.static_ip, None);
+        assert_eq!(s2.mac_lock.as_deref(), Some("AA:BB:CC:DD:EE:FF"));
+        assert_eq!(a.subscriber_password(s.id).await.unwrap(), "pw2");
+        // Bad input is refused with a reason.
+        let mut bad = new_sub("bob", "pw");
+        bad.static_ip = Some("300.1.1.1".into());
+        assert!(
+            a.create_subscriber(&bad)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("IPv4")
+        );
+        // Listing: search, filter, cursor.
+        for i in 0..5 {
+            a.create_subscriber(&new_sub(&format!("user{i}"), "pw"))
+                .await
+                .unwrap();
+        }
+        let p1 = a
+            .subscribers(&SubscriberQuery {
+                search: Some("USER".into()),
+                limit: Some(2),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            p1.items
+                .iter()
+                .map(|s| s.username.as_str())
+                .collect::<Vec<_>>(),
+            ["user0", "user1"]
+        );
+        let p2 = a
+            .subscribers(&SubscriberQuery {
+                search: Some("user".into()),
+                limit: Some(2),
+                after: p1.next_cursor.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(p2.items[0].username, "user2");
+        let disabled = a
+            .subscribers(&SubscriberQuery {
+                status: Some(SubscriberStatus::Disabled),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(disabled.items.len(), 1);
+        let by_plan = a
+            .subscribers(&SubscriberQuery {
+                plan_id: Some(plan.id),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(by_plan.items.len(), 1);
+        // A literal '%' in a search matches only itself.
+        assert!(
+            a.subscribers(&SubscriberQuery {
+                search: Some("%".into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+        );
+        // NAS
+        let nas = a
+            .create_nas(&new_nas("core", Some("192.0.2.10"), "testing123"))
+            .await
+            .unwrap();
+        assert_eq!(nas.reach, NasReach::Direct);
+        assert_eq!(nas.tunnel_state, TunnelState::None);
+        assert_eq!(nas.api_state, ApiState::Unknown);
+        assert_eq!(a.nas_secret(nas.id).await.unwrap(), "testing123");
+        let tn = a.create_nas(&new_nas("edge", None, "s3")).await.unwrap();
+        assert_eq!(
+            (tn.reach, tn.tunnel_state),
+            (NasReach::Tunnel, TunnelState::Waiting)
+        );
+        assert_eq!(a.nas_list().await.unwrap().len(), 2);
+        let found = ts
+            .store
+            .system()
+            .nas_by_source("192.0.2.10".parse().unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((found.tenant_id, found.nas_id), (a.tenant_id(), nas.id));
+        assert!(a.delete_subscriber(s.id).await.unwrap());
+        assert!(!a.delete_subscriber(s.id).await.unwrap());
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn tenants_cannot_see_each_other() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "alpha").await;
+        let b = tenant(&ts, "bravo").await;
+        // Same names in both tenants are fine.
+        let sa = a.create_subscriber(&new_sub("same", "pw-a")).await.unwrap();
+        let sb = b.create_subscriber(&new_sub("same", "pw-b")).await.unwrap();
+        let pa = a
+            .create_plan(
+                &NewPlan {
+                    name: "p".into(),
+                    download_kbps: 1,
+                    upload_kbps: 1,
+                    ..Default::default()
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        b.create_plan(
+            &NewPlan {
+                name: "p".into(),
+                download_kbps: 2,
+                upload_kbps: 2,
+                ..Default::default()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+        let nb = b.create_nas(&new_nas("r1", None, "sec-b")).await.unwrap();
+        a.audit("cli", "x", None, None).await.unwrap();
+
+        assert_eq!(
+            a.subscriber_by_username("same").await.unwrap().unwrap().id,
+            sa.id
+        );
+        assert_eq!(
+            b.subscriber_by_username("same").await.unwrap().unwrap().id,
+            sb.id
+        );
+        // B's ids through A's scope: nothing, and nothing changes.
+        assert!(a.subscriber(sb.id).await.unwrap().is_none());
+        assert!(matches!(
+            a.subscriber_password(sb.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            a.update_subscriber(
+                sb.id,
+                &SubscriberPatch {
+                    status: Some(SubscriberStatus::Disabled),
+                    ..Default::default()
+                }
+            )
+            .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(!a.delete_subscriber(sb.id).await.unwrap());
+        assert_eq!(
+            b.subscriber(sb.id).await.unwrap().unwrap().status,
+            SubscriberStatus::Active
+        );
+        assert!(a.nas(nb.id).await.unwrap().is_none());
+        assert!(matches!(
+            a.nas_secret(nb.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(!a.delete_nas(nb.id).await.unwrap());
+        assert!(a.nas_list().await.unwrap().is_empty());
+        assert!(b.plan(pa.id).await.unwrap().is_none());
+        assert_eq!(
+            a.subscribers(&SubscriberQuery::default())
+                .await
+                .unwrap()
+                .items
+                .len(),
+            1
+        );
+        assert_eq!(a.plans().await.unwrap().len(), 1);
+        assert!(b.audit_log(10).await.unwrap().is_empty());
+        assert_eq!(a.tenant().await.unwrap().slug.as_str(), "alpha");
+        // Ids of another tenant cannot be attached: plan, NAS.
+        let mut cross = new_sub("cross", "pw");
+        cross.plan_id = Some(pa.id);
+        assert!(
+            matches!(
+                b.create_subscriber(&cross).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{}",
+            ts.backend
+        );
+        let patch = SubscriberPatch {
+            plan_id: Some(Some(pa.id)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            b.update_subscriber(sb.id, &patch).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            a.create_peer(nb.id, "eC1rZXk=", None, "10.200.0.9/24", None)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            a.session_start(
+                nb.id,
+                None,
+                "same",
+                "s1",
+                None,
+                None,
+                saas_core::store::now()
+            )
+            .await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(a.sessions(false, 10).await.unwrap().is_empty());
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn direct_nas_address_is_unique_platform_wide_and_conflict_names_no_tenant() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "secretco").await;
+        let b = tenant(&ts, "otherisp").await;
+        a.create_nas(&new_nas("gw", Some("198.51.100.7"), "s1"))
+            .await
+            .unwrap();
+        let err = b
+            .create_nas(&new_nas("gw", Some("198.51.100.7"), "s2"))
+            .await
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StoreError::Conflict(_)),
+            "{}: {msg}",
+            ts.backend
+        );
+        assert!(
+            msg.contains("198.51.100.7") && msg.contains("already registered"),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("secretco") && !msg.contains(&a.tenant_id().to_string()),
+            "{msg}"
+        );
+        // Same tenant, same name → a name conflict, not an address conflict.
+        let err = a
+            .create_nas(&new_nas("gw", Some("198.51.100.8"), "s3"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("named"), "{err}");
+        // Tunnel NAS have no address and never conflict.
+        a.create_nas(&new_nas("t1", None, "s")).await.unwrap();
+        b.create_nas(&new_nas("t1", None, "s")).await.unwrap();
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn limits_are_enforced() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "small").await;
+        a.update_tenant(
+            None,
+            None,
+            Some(TenantLimits {
+                max_subscribers: 1,
+                max_nas: 1,
+            }),
+        )
+        .await
+        .unwrap();
+        a.create_subscriber(&new_sub("one", "pw")).await.unwrap();
+        let e = a
+            .create_subscriber(&new_sub("two", "pw"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::LimitReached(_)) && e.to_string().contains("limit of 1"),
+            "{e}"
+        );
+        a.create_nas(&new_nas("n1", None, "s")).await.unwrap();
+        assert!(matches!(
+            a.create_nas(&new_nas("n2", None, "s")).await,
+            Err(StoreError::LimitReached(_))
+        ));
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_never_stored_in_clear() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "crypt").await;
+        a.create_subscriber(&new_sub("carol", "Sub-Password-Quokka-17"))
+            .await
+            .unwrap();
+        let nas = a
+            .create_nas(&new_nas("n", None, "Nas-Secret-Wombat-42"))
+            .await
+            .unwrap();
+        a.create_peer(
+            nas.id,
+            "cHViLWtleQ==",
+            Some("Peer-Private-Key-Numbat-3"),
+            "10.200.0.2/24",
+            None,
+        )
+        .await
+        .unwrap();
+        ts.store
+            .platform()
+            .upsert_relay_node(
+                "relay-1",
+                "cmVsYXktcHVi",
+                "Relay-Private-Key-Dingo-9",
+                Some("192.0.2.1:51820"),
+            )
+            .await
+            .unwrap();
+        ts.store
+            .platform()
+            .create_operator(
+                &saas_core::Email::parse("op@example.com").unwrap(),
+                "$argon2id$x",
+                b"TOTP-Seed-Platypus-55",
+            )
+            .await
+            .unwrap();
+        // Values open again through the store.
+        assert_eq!(
+            ts.store
+                .platform()
+                .relay_node_keys("relay-1")
+                .await
+                .unwrap()
+                .unwrap()
+                .1,
+            "Relay-Private-Key-Dingo-9"
+        );
+        let dump = ts.raw_dump().await;
+        assert!(!dump.is_empty());
+        let hay = String::from_utf8_lossy(&dump);
+        for needle in [
+            "Sub-Password-Quokka-17",
+            "Nas-Secret-Wombat-42",
+            "ApiPassw0rd-Zeta",
+            "Peer-Private-Key-Numbat-3",
+            "Relay-Private-Key-Dingo-9",
+            "TOTP-Seed-Platypus-55",
+        ] {
+            assert!(
+                !hay.contains(needle),
+                "{}: {needle} found in clear",
+                ts.backend
+            );
+        }
+        // The sealed form carries the key id.
+        assert!(
+            hay.contains(&format!("v1.{}.", ts.key.id())),
+            "{}",
+            ts.backend
+        );
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn system_scope_named_reads() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "sysa").await;
+        let b = tenant(&ts, "sysb").await;
+        b.set_status(TenantStatus::Suspended).await.unwrap();
+        let c = ts.store.tenant(TenantId::new());
+        c.insert_tenant(
+            &Slug::parse("sysc").unwrap(),
+            "c",
+            "UTC",
+            TenantLimits::default(),
+            "10.200.0.0/24",
+        )
+        .await
+        .unwrap(); // provisioning
+        let live: Vec<String> = ts
+            .store
+            .system()
+            .live_tenants()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s.to_string())
+            .collect();
+        assert_eq!(live, ["sysa", "sysb"], "{}", ts.backend);
+        let all = ts.store.system().tenants().await.unwrap();
+        assert_eq!(all.len(), 3);
+        a.create_subscriber(&new_sub("x", "pw")).await.unwrap();
+        let sa = ts
+            .store
+            .system()
+            .tenants()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|t| t.tenant.slug.as_str() == "sysa")
+            .unwrap();
+        assert_eq!((sa.subscribers, sa.nas, sa.online), (1, 0, 0));
+        let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
+        a.create_peer(nas.id, "a2V5LWE=", None, "10.200.0.2/24", Some("relay-1"))
+            .await
+            .unwrap();
+        let who = ts
+            .store
+            .system()
+            .peer_by_public_key("a2V5LWE=")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (who.tenant_id, who.nas_id, who.tenant_status),
+            (a.tenant_id(), nas.id, TenantStatus::Active)
+        );
+        assert!(
+            ts.store
+                .system()
+                .peer_by_public_key("bm9wZQ==")
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // Public keys are unique across tenants.
+        let nb = b.create_nas(&new_nas("n", None, "s")).await.unwrap();
+        assert!(matches!(
+            b.create_peer(nb.id, "a2V5LWE=", None, "10.200.0.2/24", None)
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Overlapping tunnel addresses across tenants are fine.
+        b.create_peer(nb.id, "a2V5LWI=", None, "10.200.0.2/24", None)
+            .await
+            .unwrap();
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn slug_is_unique() {
+    for ts in testing::each_backend().await {
+        tenant(&ts, "taken").await;
+        let e = ts
+            .store
+            .tenant(TenantId::new())
+            .insert_tenant(
+                &Slug::parse("taken").unwrap(),
+                "x",
+                "UTC",
+                TenantLimits::default(),
+                "10.200.0.0/24",
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, StoreError::Conflict(_)) && e.to_string().contains("taken"),
+            "{e}"
+        );
+        let e = ts
+            .store
+            .tenant(TenantId::new())
+            .insert_tenant(
+                &Slug::parse("newone").unwrap(),
+                "x",
+                "Nowhere/Zone",
+                TenantLimits::default(),
+                "10.200.0.0/24",
+            )
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("timezone"), "{e}");
+        ts.store.close().await;
+    }
+}
+
+#[tokio::test]
+async fn events_are_ordered_and_pruned() {
+    for ts in testing::each_backend().await {
+        let p = ts.store.platform();
+        assert_eq!(p.last_event_id().await.unwrap(), 0);
+        let t = TenantId::new();
+        let id1 = p
+            .append_event(Some(t), "tenant.changed", None, "{}")
+            .await
+            .unwrap();
+        let id2 = p
+            .append_event(None, "dns.changed", Some(uuid::Uuid::new_v4()), "{\"a\":1}")
+            .await
+            .unwrap();
+        assert!(id2 > id1);
+        let evs = p.events_after(0, 10).await.unwrap();
+        assert_eq!(evs.len(), 2);
+        assert_eq!(evs[0].tenant_id, Some(t));
+        assert_eq!(evs[1].kind, "dns.changed");
+        assert_eq!(p.events_after(id1, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            p.prune_events(saas_core::store::now() + chrono::Duration::seconds(1))
+                .await
+                .unwrap(),
+            2
+        );
+        ts.store.close().await;
+    }
+}
+
+/// Under RLS, a hand-written query that forgets the tenant filter, run as the application role,
+/// sees only the tenant of the transaction — and nothing without one. The system role cannot read
+/// sealed columns or tenant tables outside its grant.
+#[tokio::test]
+async fn postgres_rls_is_a_second_wall() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    let a = tenant(&ts, "rlsa").await;
+    let b = tenant(&ts, "rlsb").await;
+    a.create_subscriber(&new_sub("a-user", "pw")).await.unwrap();
+    b.create_subscriber(&new_sub("b-user", "pw")).await.unwrap();
+    b.create_nas(&new_nas("b-nas", Some("203.0.113.5"), "s"))
+        .await
+        .unwrap();
+
+    let app = sqlx::PgPool::connect(&ts.options.url).await.unwrap();
+    let who: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    assert_eq!(who, "proxpanel_app");
+    let (is_super, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&app)
+            .await
+            .unwrap();
+    assert!(!is_super && !bypass);
+    let owner: String = sqlx::query_scalar(
+        "SELECT tableowner::text FROM pg_tables WHERE tablename = 'subscribers'",
+    )
+    .fetch_one(&app)
+    .await
+    .unwrap();
+    assert_ne!(owner, "proxpanel_app");
+
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(a.tenant_id().to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let names: Vec<String> = sqlx::query_scalar("SELECT username FROM subscribers")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(names, ["a-user"]);
+    let nas: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM nas_devices")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(nas, 0);
+    let tenants: Vec<String> = sqlx::query_scalar("SELECT slug FROM tenants")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(tenants, ["rlsa"]);
+    // Writing into another tenant is refused by the policy's WITH CHECK.
+    let bad = sqlx::query("INSERT INTO subscribers (id, tenant_id, username, password, status, created_at, updated_at) VALUES ($1, $2, 'evil', 'x', 'active', now(), now())")
+        .bind(uuid::Uuid::new_v4()).bind(b.tenant_id().0).execute(&mut *tx).await;
+    assert!(bad.is_err(), "RLS let a cross-tenant insert through");
+    tx.rollback().await.unwrap();
+    // Updating or deleting another tenant's rows touches nothing.
+    let mut tx = app.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(a.tenant_id().to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let n = sqlx::query("DELETE FROM subscribers WHERE username = 'b-user'")
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(n, 0);
+    tx.commit().await.unwrap();
+    // No tenant set: nothing at all.
+    let none: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscribers")
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    assert_eq!(none, 0);
+    // The setting does not leak to the next transaction on the same connection.
+    let mut conn = app.acquire().await.unwrap();
+    let mut tx = sqlx::Acquire::begin(&mut *conn).await.unwrap();
+    sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
+        .bind(a.tenant_id().to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscribers")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(after, 0);
+    drop(conn);
+    app.close().await;
+
+    let sys = sqlx::PgPool::connect(ts.options.system_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let all: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenants")
+        .fetch_one(&sys)
+        .await
+        .unwrap();
+    assert_eq!(all, 2);
+    assert!(
+        sqlx::query("SELECT password FROM subscribers")
+            .fetch_all(&sys)
+            .await
+            .is_err(),
+        "system role read sealed passwords"
+    );
+    assert!(
+        sqlx::query("SELECT secret FROM nas_devices")
+            .fetch_all(&sys)
+            .await
+            .is_err(),
+        "system role read NAS secrets"
+    );
+    assert!(
+        sqlx::query("SELECT * FROM tenant_users")
+            .fetch_all(&sys)
+            .await
+            .is_err(),
+        "system role read tenant users"
+    );
+    assert!(
+        sqlx::query("DELETE FROM tenants")
+            .execute(&sys)
+            .await
+            .is_err(),
+        "system role could write"
+    );
+    sys.close().await;
+    ts.store.close().await;
+}
+
+#[tokio::test]
+async fn postgres_requires_roles_with_a_clear_message() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    // Connecting to a bogus host shows the URL without its password.
+    let opts = saas_core::store::StoreOptions::from_url("postgres://app:hunter2@127.0.0.1:1/none");
+    let err = saas_core::Store::connect(
+        &opts,
+        saas_core::crypto::SecretBox::new(ts.key.clone(), vec![]),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("127.0.0.1:1") && !err.contains("hunter2"),
+        "{err}"
+    );
+    ts.store.close().await;
+}
