@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde::Serialize;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, watch};
 use uuid::Uuid;
 
 use crate::ids::TenantId;
@@ -80,7 +80,7 @@ struct Inner {
     position: AtomicI64,
     wake: Arc<Notify>,
     redis: Option<redis::aio::ConnectionManager>,
-    shutdown: Arc<Notify>,
+    shutdown: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -109,7 +109,7 @@ impl Bus {
         let start = store.platform().last_event_id().await?;
         let (tx, _) = broadcast::channel(4096);
         let wake = Arc::new(Notify::new());
-        let shutdown = Arc::new(Notify::new());
+        let (shutdown, _) = watch::channel(false);
         let mut redis_conn = None;
         if let Some(url) = redis_url {
             match redis::Client::open(url) {
@@ -120,15 +120,16 @@ impl Bus {
                             tracing::warn!(error = %e, "redis wake-up unavailable; the bus falls back to polling")
                         }
                     }
-                    tokio::spawn(redis_wake_task(client, wake.clone(), shutdown.clone()));
+                    tokio::spawn(redis_wake_task(client, wake.clone(), shutdown.subscribe()));
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "bad redis URL for the bus wake-up; polling only")
                 }
             }
         } else if let Some(listener) = store.event_listener().await? {
-            tokio::spawn(pg_wake_task(listener, wake.clone(), shutdown.clone()));
+            tokio::spawn(pg_wake_task(listener, wake.clone(), shutdown.subscribe()));
         }
+        let stop = shutdown.subscribe();
         let inner = Arc::new(Inner {
             store,
             tx,
@@ -137,7 +138,7 @@ impl Bus {
             redis: redis_conn,
             shutdown,
         });
-        tokio::spawn(poll_task(Arc::downgrade(&inner)));
+        tokio::spawn(poll_task(Arc::downgrade(&inner), stop));
         Ok(Self { inner })
     }
 
@@ -245,27 +246,38 @@ impl Bus {
         Ok(self.inner.store.platform().prune_events(cutoff).await?)
     }
 
-    /// Stops the background tasks.
+    /// Stops the background tasks (before the store is closed).
     pub fn shutdown(&self) {
-        self.inner.shutdown.notify_waiters();
+        self.inner.shutdown.send_replace(true);
     }
 }
 
-async fn poll_task(inner: std::sync::Weak<Inner>) {
+/// Resolves once the bus is shut down (the watch guard is not held across awaits).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+async fn poll_task(inner: std::sync::Weak<Inner>, mut stop: watch::Receiver<bool>) {
     loop {
+        if *stop.borrow() {
+            return;
+        }
         let Some(strong) = inner.upgrade() else {
             return;
         };
         let wake = strong.wake.clone();
-        let shutdown = strong.shutdown.clone();
-        if let Err(e) = drain(&strong).await {
+        let failed = drain(&strong).await.err();
+        drop(strong);
+        // After shutdown the store may be closed under us; that is not worth a warning.
+        if let Some(e) = failed
+            && !*stop.borrow()
+        {
             tracing::warn!(error = %e, "event bus poll failed; retrying");
         }
-        drop(strong);
         tokio::select! {
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
             _ = wake.notified() => {}
-            _ = shutdown.notified() => return,
+            _ = stopped(&mut stop) => return,
         }
     }
 }
@@ -289,7 +301,11 @@ async fn drain(inner: &Inner) -> Result<(), StoreError> {
     }
 }
 
-async fn redis_wake_task(client: redis::Client, wake: Arc<Notify>, shutdown: Arc<Notify>) {
+async fn redis_wake_task(
+    client: redis::Client,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(200);
     loop {
         let run = async {
@@ -307,7 +323,7 @@ async fn redis_wake_task(client: redis::Client, wake: Arc<Notify>, shutdown: Arc
                     tracing::debug!(error = %e, "redis wake-up subscription lost; reconnecting");
                 }
             }
-            _ = shutdown.notified() => return,
+            _ = stopped(&mut stop) => return,
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -317,7 +333,7 @@ async fn redis_wake_task(client: redis::Client, wake: Arc<Notify>, shutdown: Arc
 async fn pg_wake_task(
     mut listener: sqlx::postgres::PgListener,
     wake: Arc<Notify>,
-    shutdown: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
         tokio::select! {
@@ -328,7 +344,7 @@ async fn pg_wake_task(
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
-            _ = shutdown.notified() => return,
+            _ = stopped(&mut stop) => return,
         }
     }
 }

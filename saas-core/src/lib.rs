@@ -6,6 +6,7 @@ pub mod cache;
 pub mod config;
 pub mod crypto;
 pub mod ids;
+pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod store;

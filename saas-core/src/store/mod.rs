@@ -710,6 +710,7 @@ impl TenantScope {
     }
 
     /// Opens a session row (Accounting Start always opens a new one).
+    #[allow(clippy::too_many_arguments)]
     pub async fn session_start(
         &self,
         nas: NasId,

@@ -1,0 +1,398 @@
+//! The command line (clap).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::Fatal;
+
+/// ProxPanel SaaS: multi-tenant subscriber management for ISPs.
+#[derive(Debug, Parser)]
+#[command(name = "proxpanel", version, about)]
+pub struct Cli {
+    /// TOML configuration file (overrides PROXPANEL_CONFIG).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (overrides PROXPANEL_DATA_DIR and the file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL (overrides PROXPANEL_DATABASE_URL and the file).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Print results as JSON (the shapes of the API).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the platform (the roles in PROXPANEL_ROLES).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// SaaS operators.
+    #[command(subcommand)]
+    Operator(OperatorCmd),
+    /// Tenants (ISPs).
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Service plans of a tenant.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Subscribers of a tenant.
+    #[command(subcommand)]
+    Subscriber(SubscriberCmd),
+    /// NAS devices (BNG routers) of a tenant.
+    #[command(subcommand)]
+    Nas(NasCmd),
+}
+
+/// `serve` flags.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Create the demo operator, tenant, plan, subscriber and NAS (idempotent) and print them.
+    #[arg(long)]
+    pub demo: bool,
+    /// Roles to run, comma-separated (overrides PROXPANEL_ROLES).
+    #[arg(long, value_name = "ROLES")]
+    pub roles: Option<String>,
+    /// Admin listener address or `off` (overrides PROXPANEL_ADMIN_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
+    /// Panel + API listener address or `off` (overrides PROXPANEL_HTTP_LISTEN).
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
+}
+
+/// `operator` commands.
+#[derive(Debug, Subcommand)]
+pub enum OperatorCmd {
+    /// Create an operator; prints the TOTP enrolment URI.
+    Create {
+        /// Login e-mail.
+        #[arg(long)]
+        email: String,
+        /// Password (at least 8 characters).
+        #[arg(long)]
+        password: String,
+    },
+    /// List operators.
+    List,
+}
+
+/// `tenant` commands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCmd {
+    /// Create a tenant through the provisioning pipeline (safe to re-run after a failure).
+    Create {
+        /// Subdomain label.
+        #[arg(long)]
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Owner login e-mail.
+        #[arg(long)]
+        owner_email: String,
+        /// Owner password.
+        #[arg(long)]
+        owner_password: String,
+        /// IANA timezone that dates of this tenant are read in.
+        #[arg(long, default_value = "UTC")]
+        timezone: String,
+        /// Most subscribers.
+        #[arg(long)]
+        max_subscribers: Option<i64>,
+        /// Most NAS devices.
+        #[arg(long)]
+        max_nas: Option<i64>,
+    },
+    /// List tenants with counts.
+    List,
+    /// Show one tenant.
+    Show {
+        /// Slug.
+        slug: String,
+    },
+    /// Suspend a tenant (logins refused).
+    Suspend {
+        /// Slug.
+        slug: String,
+    },
+    /// Resume a suspended tenant.
+    Resume {
+        /// Slug.
+        slug: String,
+    },
+    /// Delete a tenant (marked deleted; purged by the workers role after 24 h).
+    Delete {
+        /// Slug.
+        slug: String,
+        /// Purge its data now instead of after the grace period.
+        #[arg(long)]
+        purge_now: bool,
+    },
+}
+
+/// `plan` commands.
+#[derive(Debug, Subcommand)]
+pub enum PlanCmd {
+    /// Add a plan.
+    Add(Box<PlanAdd>),
+    /// List plans.
+    List {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+/// `plan add` flags.
+#[derive(Debug, Args)]
+pub struct PlanAdd {
+    /// Tenant slug.
+    #[arg(long)]
+    pub tenant: String,
+    /// Plan name (unique in the tenant).
+    #[arg(long)]
+    pub name: String,
+    /// Download rate in kbit/s.
+    #[arg(long)]
+    pub download_kbps: i64,
+    /// Upload rate in kbit/s.
+    #[arg(long)]
+    pub upload_kbps: i64,
+    /// Burst download rate.
+    #[arg(long)]
+    pub burst_download_kbps: Option<i64>,
+    /// Burst upload rate.
+    #[arg(long)]
+    pub burst_upload_kbps: Option<i64>,
+    /// Burst threshold.
+    #[arg(long)]
+    pub burst_threshold_kbps: Option<i64>,
+    /// Burst time in seconds.
+    #[arg(long)]
+    pub burst_time_s: Option<i64>,
+    /// Quota per period in GB (10^9 bytes).
+    #[arg(long)]
+    pub quota_gb: Option<f64>,
+    /// Download rate after the quota (without FUP rates, the quota rejects).
+    #[arg(long)]
+    pub fup_download_kbps: Option<i64>,
+    /// Upload rate after the quota.
+    #[arg(long)]
+    pub fup_upload_kbps: Option<i64>,
+    /// IPv4 pool name (Framed-Pool).
+    #[arg(long)]
+    pub pool: Option<String>,
+    /// IPv6 pool name (Framed-IPv6-Pool).
+    #[arg(long)]
+    pub ipv6_pool: Option<String>,
+    /// Delegated prefix pool name.
+    #[arg(long)]
+    pub delegated_ipv6_pool: Option<String>,
+    /// Session-Timeout in seconds.
+    #[arg(long)]
+    pub session_timeout_s: Option<i64>,
+    /// Simultaneous sessions per subscriber.
+    #[arg(long)]
+    pub sim_use: Option<i64>,
+    /// Validity of a renewal in days.
+    #[arg(long)]
+    pub validity_days: Option<i64>,
+    /// Price in cents.
+    #[arg(long, default_value_t = 0)]
+    pub price_cents: i64,
+}
+
+/// `subscriber` commands.
+#[derive(Debug, Subcommand)]
+pub enum SubscriberCmd {
+    /// Add a subscriber.
+    Add {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Login.
+        #[arg(long)]
+        username: String,
+        /// Password.
+        #[arg(long)]
+        password: String,
+        /// Plan name (default: the tenant's default plan).
+        #[arg(long)]
+        plan: Option<String>,
+        /// Expiry: YYYY-MM-DD (end of that day), "YYYY-MM-DD HH:MM" in the tenant's timezone, or RFC 3339.
+        #[arg(long)]
+        expires: Option<String>,
+        /// MAC lock (Calling-Station-Id).
+        #[arg(long)]
+        mac: Option<String>,
+        /// Static IPv4 address.
+        #[arg(long)]
+        static_ip: Option<String>,
+        /// Framed-IPv6-Prefix.
+        #[arg(long)]
+        ipv6_prefix: Option<String>,
+        /// Delegated-IPv6-Prefix.
+        #[arg(long)]
+        delegated_prefix: Option<String>,
+        /// Simultaneous sessions (overrides the plan).
+        #[arg(long)]
+        sim_use: Option<i64>,
+    },
+    /// Change a subscriber (`none` clears an optional field).
+    Set {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Login.
+        #[arg(long)]
+        username: String,
+        /// Plan name.
+        #[arg(long)]
+        plan: Option<String>,
+        /// New password.
+        #[arg(long)]
+        password: Option<String>,
+        /// MAC lock, or `none`.
+        #[arg(long)]
+        mac: Option<String>,
+        /// Static IPv4, or `none`.
+        #[arg(long)]
+        static_ip: Option<String>,
+        /// Framed-IPv6-Prefix, or `none`.
+        #[arg(long)]
+        ipv6_prefix: Option<String>,
+        /// Delegated-IPv6-Prefix, or `none`.
+        #[arg(long)]
+        delegated_prefix: Option<String>,
+        /// Simultaneous sessions, or `none` for the plan's.
+        #[arg(long)]
+        sim_use: Option<String>,
+        /// Expiry (see `add`), or `none`.
+        #[arg(long)]
+        expires: Option<String>,
+        /// active or disabled.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// List subscribers.
+    List {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Username contains.
+        #[arg(long)]
+        search: Option<String>,
+        /// Status filter.
+        #[arg(long)]
+        status: Option<String>,
+        /// Plan filter.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Page size.
+        #[arg(long)]
+        limit: Option<i64>,
+        /// Cursor from the previous page.
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Show one subscriber.
+    Show {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Login.
+        #[arg(long)]
+        username: String,
+    },
+    /// Delete a subscriber.
+    Delete {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Login.
+        #[arg(long)]
+        username: String,
+    },
+}
+
+/// `nas` commands.
+#[derive(Debug, Subcommand)]
+pub enum NasCmd {
+    /// Add a NAS.
+    Add {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Name (unique in the tenant).
+        #[arg(long)]
+        name: String,
+        /// Source address of a direct NAS (unique on the platform).
+        #[arg(long, conflicts_with = "tunnel", required_unless_present = "tunnel")]
+        ip: Option<String>,
+        /// Reached through the WireGuard relay (no address).
+        #[arg(long)]
+        tunnel: bool,
+        /// RADIUS shared secret.
+        #[arg(long)]
+        secret: String,
+        /// mikrotik or generic.
+        #[arg(long, default_value = "mikrotik")]
+        vendor: String,
+        /// CoA/Disconnect port (3799; 1700 for older setups).
+        #[arg(long, default_value_t = 3799)]
+        coa_port: u16,
+        /// Message-Authenticator policy for Access-Request: auto, require or off.
+        #[arg(long, default_value = "auto")]
+        message_auth: String,
+        /// RouterOS API user.
+        #[arg(long)]
+        api_user: Option<String>,
+        /// RouterOS API password.
+        #[arg(long)]
+        api_password: Option<String>,
+        /// Use api-ssl (8729).
+        #[arg(long)]
+        api_ssl: bool,
+    },
+    /// List NAS devices with their tunnel, RADIUS and API state.
+    List {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete a NAS.
+    Delete {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Fatal> {
+    match cli.command {
+        Command::Serve(ref args) => crate::serve::run(&cli, args).await,
+        _ => crate::commands::run(cli).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,647 @@
+//! The admin commands (everything but `serve`).
+
+use saas_core::config::FlagOverrides;
+use saas_core::model::*;
+use saas_core::platform::{Actor, ProvisionRequest};
+use saas_core::store::{Page, SubscriberQuery};
+use saas_core::{Email, Slug};
+use serde_json::json;
+
+use crate::Fatal;
+use crate::cli::*;
+use crate::context::{self, Context};
+use crate::output::{self, opt};
+
+/// Runs an admin command.
+pub async fn run(cli: Cli) -> Result<(), Fatal> {
+    let config = context::load_config(&cli, FlagOverrides::new())?;
+    if !config.uses_postgres() {
+        context::ensure_data_dir(&config.data_dir)?;
+    }
+    init_cli_logging(&config.log);
+    let ctx = context::open(config).await?;
+    let r = dispatch(&ctx, cli.json, cli.command).await;
+    ctx.close().await;
+    r
+}
+
+fn init_cli_logging(filter: &str) {
+    // Commands print their results on stdout; only warnings and worse go to stderr.
+    let f = tracing_subscriber::EnvFilter::try_new(format!(
+        "warn,{}",
+        filter
+            .split(',')
+            .filter(|d| d.contains('='))
+            .collect::<Vec<_>>()
+            .join(",")
+    ))
+    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn email(s: &str) -> Result<Email, Fatal> {
+    Email::parse(s).map_err(|e| Fatal::usage(e.to_string()))
+}
+
+fn parse_enum<T: std::str::FromStr<Err = String>>(what: &str, s: &str) -> Result<T, Fatal> {
+    s.parse()
+        .map_err(|e: String| Fatal::usage(format!("--{what}: {e}")))
+}
+
+/// `none` clears an optional field.
+fn clearable(v: Option<String>) -> Option<Option<String>> {
+    v.map(|s| {
+        if s.eq_ignore_ascii_case("none") || s.is_empty() {
+            None
+        } else {
+            Some(s)
+        }
+    })
+}
+
+async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fatal> {
+    let p = &ctx.platform;
+    match cmd {
+        Command::Serve(_) => unreachable_serve(),
+        Command::Migrate => {
+            // Context::open already migrated.
+            if as_json {
+                output::json(&json!({"migrated": true, "store": ctx.store.backend_name()}));
+            } else {
+                println!("migrations applied ({})", ctx.store.backend_name());
+            }
+            Ok(())
+        }
+        Command::Operator(OperatorCmd::Create { email: e, password }) => {
+            let (op, uri) = p
+                .create_operator(&email(&e)?, &password, &Actor::cli())
+                .await?;
+            if as_json {
+                output::json(&json!({"operator": op, "totp_enrolment_uri": uri}));
+            } else {
+                println!("operator {} created", op.email);
+                println!("TOTP enrolment URI (add it to an authenticator app; shown once): {uri}");
+            }
+            Ok(())
+        }
+        Command::Operator(OperatorCmd::List) => {
+            let ops = ctx.store.platform().operators().await?;
+            if as_json {
+                output::json(&Page {
+                    items: ops,
+                    next_cursor: None,
+                });
+            } else {
+                output::table(
+                    &["email", "role", "totp", "created"],
+                    ops.iter()
+                        .map(|o| {
+                            vec![
+                                o.email.to_string(),
+                                o.role.clone(),
+                                if o.totp_enrolled {
+                                    "enrolled"
+                                } else {
+                                    "pending"
+                                }
+                                .into(),
+                                o.created_at.to_rfc3339(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        Command::Tenant(cmd) => tenant(ctx, as_json, cmd).await,
+        Command::Plan(cmd) => plan(ctx, as_json, cmd).await,
+        Command::Subscriber(cmd) => subscriber(ctx, as_json, cmd).await,
+        Command::Nas(cmd) => nas(ctx, as_json, cmd).await,
+    }
+}
+
+fn unreachable_serve() -> Result<(), Fatal> {
+    Err(Fatal::failure("serve is handled by the serve module"))
+}
+
+fn print_tenant(t: &Tenant, as_json: bool) {
+    if as_json {
+        output::json(t);
+    } else {
+        output::fields(&[
+            ("id", t.id.to_string()),
+            ("slug", t.slug.to_string()),
+            ("name", t.name.clone()),
+            ("status", t.status.to_string()),
+            ("timezone", t.timezone.clone()),
+            ("max subscribers", t.limits.max_subscribers.to_string()),
+            ("max NAS", t.limits.max_nas.to_string()),
+            ("created", t.created_at.to_rfc3339()),
+        ]);
+    }
+}
+
+async fn tenant(ctx: &Context, as_json: bool, cmd: TenantCmd) -> Result<(), Fatal> {
+    let p = &ctx.platform;
+    match cmd {
+        TenantCmd::Create {
+            slug,
+            name,
+            owner_email,
+            owner_password,
+            timezone,
+            max_subscribers,
+            max_nas,
+        } => {
+            let slug = Slug::parse(&slug)
+                .map_err(|e| Fatal::usage(format!("invalid slug {slug:?}: {e}")))?;
+            let limits = match (max_subscribers, max_nas) {
+                (None, None) => None,
+                (s, n) => {
+                    let d = TenantLimits::default();
+                    Some(TenantLimits {
+                        max_subscribers: s.unwrap_or(d.max_subscribers),
+                        max_nas: n.unwrap_or(d.max_nas),
+                    })
+                }
+            };
+            let req = ProvisionRequest {
+                slug,
+                name,
+                owner_email: email(&owner_email)?,
+                owner_password,
+                timezone,
+                limits,
+            };
+            let t = p.provision_tenant(&req, &Actor::cli()).await?;
+            if !as_json {
+                println!(
+                    "tenant {} created: http://{}.{}/",
+                    t.slug, t.slug, ctx.config.base_domain
+                );
+            }
+            print_tenant(&t, as_json);
+        }
+        TenantCmd::List => {
+            let ts = p.tenants().await?;
+            if as_json {
+                output::json(&Page {
+                    items: ts,
+                    next_cursor: None,
+                });
+            } else {
+                output::table(
+                    &[
+                        "slug",
+                        "name",
+                        "status",
+                        "subscribers",
+                        "online",
+                        "nas",
+                        "created",
+                    ],
+                    ts.iter()
+                        .map(|s| {
+                            vec![
+                                s.tenant.slug.to_string(),
+                                s.tenant.name.clone(),
+                                s.tenant.status.to_string(),
+                                s.subscribers.to_string(),
+                                s.online.to_string(),
+                                s.nas.to_string(),
+                                s.tenant.created_at.format("%Y-%m-%d").to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        TenantCmd::Show { slug } => print_tenant(&p.tenant_by_slug(&slug).await?, as_json),
+        TenantCmd::Suspend { slug } => print_tenant(
+            &p.set_tenant_status(&slug, TenantStatus::Suspended, &Actor::cli())
+                .await?,
+            as_json,
+        ),
+        TenantCmd::Resume { slug } => print_tenant(
+            &p.set_tenant_status(&slug, TenantStatus::Active, &Actor::cli())
+                .await?,
+            as_json,
+        ),
+        TenantCmd::Delete { slug, purge_now } => {
+            let t = p
+                .set_tenant_status(&slug, TenantStatus::Deleted, &Actor::cli())
+                .await?;
+            let purged = if purge_now {
+                p.purge_deleted(std::time::Duration::ZERO).await? > 0
+            } else {
+                false
+            };
+            if as_json {
+                output::json(&json!({"tenant": t, "purged": purged}));
+            } else if purged {
+                println!("tenant {slug} deleted and purged");
+            } else {
+                println!(
+                    "tenant {slug} deleted; its data is purged after 24 h (or now with --purge-now)"
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_plans(plans: &[Plan], as_json: bool) {
+    if as_json {
+        output::json(&Page {
+            items: plans.to_vec(),
+            next_cursor: None,
+        });
+        return;
+    }
+    output::table(
+        &[
+            "name",
+            "down kbps",
+            "up kbps",
+            "quota",
+            "after quota",
+            "pool",
+            "sim",
+            "default",
+        ],
+        plans
+            .iter()
+            .map(|p| {
+                vec![
+                    p.name.clone(),
+                    p.download_kbps.to_string(),
+                    p.upload_kbps.to_string(),
+                    p.quota_bytes
+                        .map(|q| format!("{:.1} GB", q as f64 / 1e9))
+                        .unwrap_or_else(|| "-".into()),
+                    match (p.quota_bytes, p.quota_action) {
+                        (None, _) => "-".into(),
+                        (Some(_), QuotaAction::Reject) => "reject".into(),
+                        (Some(_), QuotaAction::Fup) => format!(
+                            "{}/{} kbps",
+                            opt(&p.fup_download_kbps),
+                            opt(&p.fup_upload_kbps)
+                        ),
+                    },
+                    opt(&p.ip_pool),
+                    p.sim_use.to_string(),
+                    if p.is_default {
+                        "yes".into()
+                    } else {
+                        "".into()
+                    },
+                ]
+            })
+            .collect(),
+    );
+}
+
+async fn plan(ctx: &Context, as_json: bool, cmd: PlanCmd) -> Result<(), Fatal> {
+    match cmd {
+        PlanCmd::Add(a) => {
+            let ops = ctx.platform.tenant_ops(&a.tenant, Actor::cli()).await?;
+            let quota_bytes = match a.quota_gb {
+                Some(q) if q.is_finite() && q > 0.0 => Some((q * 1e9).round() as i64),
+                Some(q) => {
+                    return Err(Fatal::usage(format!(
+                        "--quota-gb must be a positive number (got {q})"
+                    )));
+                }
+                None => None,
+            };
+            let np = NewPlan {
+                name: a.name,
+                download_kbps: a.download_kbps,
+                upload_kbps: a.upload_kbps,
+                burst_download_kbps: a.burst_download_kbps,
+                burst_upload_kbps: a.burst_upload_kbps,
+                burst_threshold_kbps: a.burst_threshold_kbps,
+                burst_time_s: a.burst_time_s,
+                quota_bytes,
+                fup_download_kbps: a.fup_download_kbps,
+                fup_upload_kbps: a.fup_upload_kbps,
+                validity_days: a.validity_days,
+                price_cents: a.price_cents,
+                ip_pool: a.pool,
+                ipv6_pool: a.ipv6_pool,
+                delegated_ipv6_pool: a.delegated_ipv6_pool,
+                session_timeout_s: a.session_timeout_s,
+                sim_use: a.sim_use,
+            };
+            let plan = ops.add_plan(&np).await?;
+            if as_json {
+                output::json(&plan);
+            } else {
+                println!("plan {} added to {}", plan.name, a.tenant);
+            }
+        }
+        PlanCmd::List { tenant } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            print_plans(&ops.scope().plans().await?, as_json);
+        }
+    }
+    Ok(())
+}
+
+fn print_subscriber(s: &Subscriber, as_json: bool) {
+    if as_json {
+        output::json(s);
+    } else {
+        output::fields(&[
+            ("username", s.username.clone()),
+            ("status", s.status.to_string()),
+            ("plan", opt(&s.plan)),
+            (
+                "expires",
+                s.expires_at
+                    .map(|d| d.to_rfc3339())
+                    .unwrap_or_else(|| "never".into()),
+            ),
+            ("static IP", opt(&s.static_ip)),
+            ("IPv6 prefix", opt(&s.framed_ipv6_prefix)),
+            ("delegated prefix", opt(&s.delegated_ipv6_prefix)),
+            ("MAC lock", opt(&s.mac_lock)),
+            (
+                "simultaneous use",
+                s.sim_use
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "plan".into()),
+            ),
+        ]);
+    }
+}
+
+async fn subscriber(ctx: &Context, as_json: bool, cmd: SubscriberCmd) -> Result<(), Fatal> {
+    match cmd {
+        SubscriberCmd::Add {
+            tenant,
+            username,
+            password,
+            plan,
+            expires,
+            mac,
+            static_ip,
+            ipv6_prefix,
+            delegated_prefix,
+            sim_use,
+        } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let expires_at = expires.as_deref().map(|e| ops.parse_date(e)).transpose()?;
+            let ns = NewSubscriber {
+                username,
+                password,
+                plan_id: None,
+                expires_at,
+                static_ip,
+                framed_ipv6_prefix: ipv6_prefix,
+                delegated_ipv6_prefix: delegated_prefix,
+                mac_lock: mac,
+                sim_use,
+            };
+            let s = ops.add_subscriber(ns, plan.as_deref()).await?;
+            if !as_json {
+                println!("subscriber {} added to {}", s.username, tenant);
+            }
+            print_subscriber(&s, as_json);
+        }
+        SubscriberCmd::Set {
+            tenant,
+            username,
+            plan,
+            password,
+            mac,
+            static_ip,
+            ipv6_prefix,
+            delegated_prefix,
+            sim_use,
+            expires,
+            status,
+        } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let plan_id = match plan {
+                Some(name) => Some(Some(ops.plan_named(&name).await?.id)),
+                None => None,
+            };
+            let expires_at = match clearable(expires) {
+                Some(Some(e)) => Some(Some(ops.parse_date(&e)?)),
+                Some(None) => Some(None),
+                None => None,
+            };
+            let sim_use = match clearable(sim_use) {
+                Some(Some(n)) => Some(Some(n.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(
+                    || {
+                        Fatal::usage(format!(
+                            "--sim-use must be a number ≥ 1 or none (got {n:?})"
+                        ))
+                    },
+                )?)),
+                Some(None) => Some(None),
+                None => None,
+            };
+            let status = status
+                .map(|s| parse_enum::<SubscriberStatus>("status", &s))
+                .transpose()?;
+            let patch = SubscriberPatch {
+                password,
+                status,
+                plan_id,
+                expires_at,
+                static_ip: clearable(static_ip),
+                framed_ipv6_prefix: clearable(ipv6_prefix),
+                delegated_ipv6_prefix: clearable(delegated_prefix),
+                mac_lock: clearable(mac),
+                sim_use,
+            };
+            if patch == SubscriberPatch::default() {
+                return Err(Fatal::usage(
+                    "nothing to change: give at least one of --plan, --password, --mac, --static-ip, --ipv6-prefix, --delegated-prefix, --sim-use, --expires, --status",
+                ));
+            }
+            let s = ops.update_subscriber(&username, &patch).await?;
+            print_subscriber(&s, as_json);
+        }
+        SubscriberCmd::List {
+            tenant,
+            search,
+            status,
+            plan,
+            limit,
+            after,
+        } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let plan_id = match plan {
+                Some(n) => Some(ops.plan_named(&n).await?.id),
+                None => None,
+            };
+            let status = status
+                .map(|s| parse_enum::<SubscriberStatus>("status", &s))
+                .transpose()?;
+            let page = ops
+                .subscribers(&SubscriberQuery {
+                    search,
+                    status,
+                    plan_id,
+                    after,
+                    limit,
+                })
+                .await?;
+            if as_json {
+                output::json(&page);
+            } else {
+                output::table(
+                    &["username", "status", "plan", "expires", "static ip", "mac"],
+                    page.items
+                        .iter()
+                        .map(|s| {
+                            vec![
+                                s.username.clone(),
+                                s.status.to_string(),
+                                opt(&s.plan),
+                                s.expires_at
+                                    .map(|d| d.format("%Y-%m-%d %H:%M").to_string())
+                                    .unwrap_or_else(|| "-".into()),
+                                opt(&s.static_ip),
+                                opt(&s.mac_lock),
+                            ]
+                        })
+                        .collect(),
+                );
+                if let Some(c) = page.next_cursor {
+                    println!("more: --after {c}");
+                }
+            }
+        }
+        SubscriberCmd::Show { tenant, username } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            print_subscriber(&ops.subscriber(&username).await?, as_json);
+        }
+        SubscriberCmd::Delete { tenant, username } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            ops.delete_subscriber(&username).await?;
+            if as_json {
+                output::json(&json!({"deleted": username}));
+            } else {
+                println!("subscriber {username} deleted");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn nas(ctx: &Context, as_json: bool, cmd: NasCmd) -> Result<(), Fatal> {
+    match cmd {
+        NasCmd::Add {
+            tenant,
+            name,
+            ip,
+            tunnel,
+            secret,
+            vendor,
+            coa_port,
+            message_auth,
+            api_user,
+            api_password,
+            api_ssl,
+        } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let ip = match (ip, tunnel) {
+                (Some(s), false) => Some(
+                    s.parse()
+                        .map_err(|_| Fatal::usage(format!("--ip {s:?} is not an IP address")))?,
+                ),
+                (None, true) => None,
+                _ => {
+                    return Err(Fatal::usage(
+                        "give either --ip ADDR (direct RADIUS) or --tunnel (through the WireGuard relay)",
+                    ));
+                }
+            };
+            if coa_port == 0 {
+                return Err(Fatal::usage("--coa-port must be 1-65535"));
+            }
+            let n = NewNas {
+                name,
+                vendor: parse_enum("vendor", &vendor)?,
+                ip,
+                secret,
+                message_auth: parse_enum("message-auth", &message_auth)?,
+                coa_port,
+                api_user,
+                api_password,
+                use_ssl: api_ssl,
+            };
+            let nas = ops.add_nas(&n).await?;
+            if as_json {
+                output::json(&nas);
+            } else {
+                println!(
+                    "NAS {} added to {} ({})",
+                    nas.name,
+                    tenant,
+                    match nas.ip {
+                        Some(ip) => format!("direct, source {ip}"),
+                        None => "through the WireGuard relay".into(),
+                    }
+                );
+            }
+        }
+        NasCmd::List { tenant } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let list = ops.scope().nas_list().await?;
+            if as_json {
+                output::json(&Page {
+                    items: list,
+                    next_cursor: None,
+                });
+            } else {
+                output::table(
+                    &[
+                        "name",
+                        "vendor",
+                        "reach",
+                        "address",
+                        "tunnel",
+                        "radius last seen",
+                        "api",
+                        "msg-auth",
+                    ],
+                    list.iter()
+                        .map(|n| {
+                            vec![
+                                n.name.clone(),
+                                n.vendor.to_string(),
+                                n.reach.to_string(),
+                                opt(&n.ip),
+                                n.tunnel_state.to_string(),
+                                n.radius_last_seen
+                                    .map(|d| d.to_rfc3339())
+                                    .unwrap_or_else(|| "never".into()),
+                                n.api_state.to_string(),
+                                n.message_auth.to_string(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        NasCmd::Delete { tenant, name } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            ops.delete_nas(&name).await?;
+            if as_json {
+                output::json(&json!({"deleted": name}));
+            } else {
+                println!("NAS {name} deleted");
+            }
+        }
+    }
+    Ok(())
+}

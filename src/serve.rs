@@ -1,0 +1,220 @@
+//! `proxpanel serve`: starts the configured roles and the admin listener, seeds the demo, and
+//! shuts down gracefully on SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use saas_core::config::{Config, FlagOverrides, Listen};
+use saas_core::metrics::{Metrics, StatusLabels};
+use saas_core::model::TenantStatus;
+use saas_core::platform::{PURGE_AFTER, Platform};
+use tokio::sync::watch;
+
+use crate::cli::{Cli, ServeArgs};
+use crate::context;
+use crate::{Fatal, admin, demo, ports};
+
+/// Roles whose crates are not filled yet: `serve` says so instead of pretending.
+const NOT_YET_BUILT: [&str; 5] = ["relay", "radius", "api", "web", "dns"];
+
+/// How long bus events are kept.
+const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
+    let mut flags = FlagOverrides::new();
+    if let Some(r) = &args.roles {
+        flags.insert("roles", r.clone());
+    }
+    if let Some(a) = &args.admin_listen {
+        flags.insert("admin.listen", a.clone());
+    }
+    if let Some(a) = &args.http_listen {
+        flags.insert("http.listen", a.clone());
+    }
+    let config = context::load_config(cli, flags)?;
+    init_logging(&config.log)?;
+    context::ensure_data_dir(&config.data_dir)?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), roles = %config.roles.join(","), data_dir = %config.data_dir.display(), "starting proxpanel");
+
+    let ctx = context::open(config).await?;
+    tracing::info!(
+        store = ctx.store.backend_name(),
+        cache = ctx.cache.kind(),
+        "store and cache ready"
+    );
+    let metrics = Metrics::new(ctx.store.backend_name(), ctx.cache.kind());
+    let started = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    // Bind every listener before anything else, so a port conflict fails start-up at once.
+    if let Listen::On(addr) = ctx.config.admin_listen {
+        let listener = ports::bind_tcp(addr, "admin listener", "PROXPANEL_ADMIN_LISTEN").await?;
+        let router = admin::router(admin::Readiness {
+            store: ctx.store.clone(),
+            metrics: metrics.clone(),
+            started: started.clone(),
+        });
+        let mut stop = stop_rx.clone();
+        tracing::info!(%addr, "admin listener: /healthz /readyz /metrics");
+        tasks.spawn(async move {
+            let r = axum::serve(listener, router).with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = r.await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
+    for role in &ctx.config.roles {
+        if NOT_YET_BUILT.contains(&role.as_str()) {
+            tracing::info!(role = %role, "role not available in this build yet; skipped");
+        }
+    }
+    if ctx.config.has_role("workers") {
+        tasks.spawn(workers(
+            ctx.platform.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    if args.demo {
+        let password = demo::demo_password(&ctx.config.data_dir)?;
+        let creds = demo::seed_demo(&ctx.platform, &password).await?;
+        print_demo(&ctx.config, &creds, cli.json);
+    }
+    started.store(true, Ordering::Release);
+    tracing::info!("ready");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within 10 s");
+    }
+    ctx.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(filter: &str) -> Result<(), Fatal> {
+    let f = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
+        Fatal::usage(format!(
+            "PROXPANEL_LOG={filter:?} is not a valid filter: {e}"
+        ))
+    })?;
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(f)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Background upkeep: purge deleted tenants after their grace period, prune old events, refresh
+/// the tenant gauges.
+async fn workers(p: Platform, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        metrics.bus_position.set(p.bus().position());
+        match p.tenants().await {
+            Ok(ts) => {
+                for s in TenantStatus::ALL {
+                    let count = ts.iter().filter(|t| t.tenant.status == *s).count() as i64;
+                    metrics
+                        .tenants
+                        .get_or_create(&StatusLabels {
+                            status: s.to_string(),
+                        })
+                        .set(count);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count tenants"),
+        }
+        // Every 10 minutes.
+        if n.is_multiple_of(20) {
+            match p.purge_deleted(PURGE_AFTER).await {
+                Ok(0) => {}
+                Ok(k) => tracing::info!(count = k, "purged deleted tenants"),
+                Err(e) => tracing::warn!(error = %e, "purge of deleted tenants failed"),
+            }
+            if let Err(e) = p.bus().prune(EVENT_RETENTION).await {
+                tracing::warn!(error = %e, "pruning old events failed");
+            }
+        }
+        n += 1;
+    }
+}
+
+fn print_demo(config: &Config, c: &demo::DemoCredentials, as_json: bool) {
+    let base = &config.base_domain;
+    let http = config.http_listen.addr().map(|a| a.port()).unwrap_or(8080);
+    let admin = config
+        .admin_listen
+        .addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    if as_json {
+        crate::output::json(
+            &serde_json::json!({"demo": c, "admin": admin, "panel": format!("http://demo.{base}:{http}/"), "operator": format!("http://operator.{base}:{http}/")}),
+        );
+        return;
+    }
+    let created = if c.created.is_empty() {
+        "nothing new (already seeded)".to_owned()
+    } else {
+        c.created.join(", ")
+    };
+    println!(
+        "\nProxPanel demo — created: {created}\n\
+         \n  Operator console  http://operator.{base}:{http}/  (web role: not in this build yet)\
+         \n    login           {op} / {pw}\
+         \n    TOTP enrolment  {totp}\
+         \n  Tenant panel      http://demo.{base}:{http}/  (web role: not in this build yet)\
+         \n    owner login     {owner} / {pw}\
+         \n  Subscriber        {su} / {sp} (plan 10M: 10 Mbit/s down, 2 Mbit/s up)\
+         \n  NAS               {nas} (mikrotik, direct), RADIUS secret {secret}\
+         \n  Admin             http://{admin}/healthz  /readyz  /metrics\n",
+        op = c.operator_email,
+        pw = c.password,
+        totp = c.operator_totp_uri.as_deref().unwrap_or("-"),
+        owner = c.owner_email,
+        su = c.subscriber.0,
+        sp = c.subscriber.1,
+        nas = c.nas_address,
+        secret = c.nas_secret,
+    );
+}

@@ -1,0 +1,7 @@
+//! End-to-end tests of the `proxpanel` binary: the CLI, `serve --demo`, the admin listener.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod cli;
+mod serve;
+mod support;
