@@ -49,6 +49,35 @@ pub enum Command {
     /// NAS devices (BNG routers) of a tenant.
     #[command(subcommand)]
     Nas(NasCmd),
+    /// RADIUS accounting sessions of a tenant.
+    #[command(subcommand)]
+    Session(SessionCmd),
+    /// Post-authentication log of a tenant (accepts and rejects with reasons), newest first.
+    AuthLog {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Most lines.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+/// `session` commands.
+#[derive(Debug, Subcommand)]
+pub enum SessionCmd {
+    /// List sessions, newest first.
+    List {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Only sessions without a Stop.
+        #[arg(long)]
+        online: bool,
+        /// Most sessions.
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
 }
 
 /// `serve` flags.

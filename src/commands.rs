@@ -121,6 +121,84 @@ async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fata
         Command::Plan(cmd) => plan(ctx, as_json, cmd).await,
         Command::Subscriber(cmd) => subscriber(ctx, as_json, cmd).await,
         Command::Nas(cmd) => nas(ctx, as_json, cmd).await,
+        Command::Session(SessionCmd::List {
+            tenant,
+            online,
+            limit,
+        }) => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let list = ops.scope().sessions(online, limit).await?;
+            if as_json {
+                output::json(&Page {
+                    items: list,
+                    next_cursor: None,
+                });
+            } else {
+                output::table(
+                    &[
+                        "username",
+                        "acct session",
+                        "framed ip",
+                        "started",
+                        "stopped",
+                        "in",
+                        "out",
+                        "cause",
+                    ],
+                    list.iter()
+                        .map(|s| {
+                            vec![
+                                s.username.clone(),
+                                s.acct_session_id.clone(),
+                                opt(&s.framed_ip),
+                                s.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                                s.stopped_at
+                                    .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+                                    .unwrap_or_else(|| "online".into()),
+                                s.input_octets.to_string(),
+                                s.output_octets.to_string(),
+                                opt(&s.terminate_cause),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
+        Command::AuthLog { tenant, limit } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let list = ops.scope().auth_log(limit).await?;
+            if as_json {
+                output::json(&Page {
+                    items: list,
+                    next_cursor: None,
+                });
+            } else {
+                output::table(
+                    &[
+                        "at",
+                        "username",
+                        "method",
+                        "outcome",
+                        "reason",
+                        "calling station",
+                    ],
+                    list.iter()
+                        .map(|e| {
+                            vec![
+                                e.at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                                e.username.clone(),
+                                opt(&e.method),
+                                e.outcome.clone(),
+                                opt(&e.reason),
+                                opt(&e.calling_station_id),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod context;
 mod demo;
 mod output;
 pub mod ports;
+mod radius_role;
 mod serve;
 
 pub use cli::Cli;

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, ServeArgs};
 use crate::context;
-use crate::{Fatal, admin, demo, ports};
+use crate::{Fatal, admin, demo, ports, radius_role};
 
 /// Roles whose crates are not filled yet: `serve` says so instead of pretending.
-const NOT_YET_BUILT: [&str; 5] = ["relay", "radius", "api", "web", "dns"];
+const NOT_YET_BUILT: [&str; 4] = ["relay", "api", "web", "dns"];
 
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -66,6 +66,54 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
                 tracing::error!(error = %e, "admin listener failed");
             }
         });
+    }
+    if ctx.config.has_role("radius") {
+        let aaa_metrics = saas_core::aaa::AaaMetrics::register(&metrics);
+        let cfg = saas_core::aaa::EngineConfig {
+            interim_interval_s: ctx.config.radius_interim_s,
+            tenant_rps: ctx.config.radius_tenant_rps,
+            ..Default::default()
+        };
+        let engine = Arc::new(saas_core::aaa::Engine::new(
+            ctx.store.clone(),
+            cfg,
+            aaa_metrics,
+        ));
+        let sources = Arc::new(radius_role::Sources::new(ctx.store.clone()));
+        let listeners = [
+            (
+                ctx.config.radius_auth_listen,
+                radius_role::Port::Auth,
+                "RADIUS auth listener",
+                "PROXPANEL_RADIUS_AUTH_LISTEN",
+            ),
+            (
+                ctx.config.radius_acct_listen,
+                radius_role::Port::Acct,
+                "RADIUS accounting listener",
+                "PROXPANEL_RADIUS_ACCT_LISTEN",
+            ),
+        ];
+        for (listen, port, what, setting) in listeners {
+            if let Listen::On(addr) = listen {
+                let socket = ports::bind_udp(addr, what, setting).await?;
+                tracing::info!(%addr, "{what}");
+                tasks.spawn(radius_role::serve(
+                    socket,
+                    port,
+                    engine.clone(),
+                    sources.clone(),
+                    ctx.platform.bus().clone(),
+                    stop_rx.clone(),
+                ));
+            }
+        }
+        tasks.spawn(radius_role::follow_changes(
+            ctx.platform.bus().clone(),
+            engine,
+            sources,
+            stop_rx.clone(),
+        ));
     }
     for role in &ctx.config.roles {
         if NOT_YET_BUILT.contains(&role.as_str()) {

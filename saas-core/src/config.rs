@@ -157,6 +157,10 @@ pub struct Config {
     pub radius_auth_listen: Listen,
     /// Direct RADIUS accounting.
     pub radius_acct_listen: Listen,
+    /// Requests per second allowed per tenant on RADIUS (0 = unlimited).
+    pub radius_tenant_rps: u32,
+    /// Acct-Interim-Interval sent to NAS devices.
+    pub radius_interim_s: u32,
     /// WireGuard relay.
     pub wg_listen: Listen,
     /// Endpoint routers dial.
@@ -240,6 +244,8 @@ struct RawListen {
 struct RawRadius {
     auth_listen: Option<String>,
     acct_listen: Option<String>,
+    tenant_rps: Option<StrOrNum>,
+    interim_interval_s: Option<StrOrNum>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +284,22 @@ struct RawMail {
 enum StrOrList {
     S(String),
     L(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StrOrNum {
+    S(String),
+    N(i64),
+}
+
+impl StrOrNum {
+    fn text(self) -> String {
+        match self {
+            StrOrNum::S(s) => s,
+            StrOrNum::N(n) => n.to_string(),
+        }
+    }
 }
 
 impl StrOrList {
@@ -398,6 +420,18 @@ pub const SETTINGS: &[Setting] = &[
         key: "radius.acct_listen",
         default: "0.0.0.0:1813",
         meaning: "direct RADIUS accounting",
+    },
+    Setting {
+        env: "PROXPANEL_RADIUS_TENANT_RPS",
+        key: "radius.tenant_rps",
+        default: "2000",
+        meaning: "RADIUS requests per second per tenant before excess is dropped and counted (0 = unlimited, for benchmarks)",
+    },
+    Setting {
+        env: "PROXPANEL_RADIUS_INTERIM",
+        key: "radius.interim_interval_s",
+        default: "60",
+        meaning: "Acct-Interim-Interval sent in every Access-Accept (seconds)",
     },
     Setting {
         env: "PROXPANEL_WG_LISTEN",
@@ -734,6 +768,16 @@ impl Config {
                 take("radius.acct_listen"),
                 "0.0.0.0:1813",
             )?,
+            radius_tenant_rps: parse(
+                "radius.tenant_rps",
+                take("radius.tenant_rps").unwrap_or(("2000".into(), Origin::Default)),
+                "expected a number of requests per second (0 = unlimited)",
+            )?,
+            radius_interim_s: parse(
+                "radius.interim_interval_s",
+                take("radius.interim_interval_s").unwrap_or(("60".into(), Origin::Default)),
+                "expected seconds",
+            )?,
             wg_listen,
             wg_public_endpoint,
             wg_tunnel_subnet,
@@ -795,6 +839,11 @@ fn flatten_file(raw: RawFile) -> Vec<(&'static str, String)> {
     out.extend([
         ("radius.auth_listen", r.auth_listen),
         ("radius.acct_listen", r.acct_listen),
+        ("radius.tenant_rps", r.tenant_rps.map(StrOrNum::text)),
+        (
+            "radius.interim_interval_s",
+            r.interim_interval_s.map(StrOrNum::text),
+        ),
     ]);
     let wg = raw.wg.unwrap_or_default();
     out.extend([

@@ -1,6 +1,7 @@
 //! ProxPanel domain core: tenancy scopes, the store, cache, event bus, secrets, and the traits the
 //! relay, DNS, API and web crates plug into.
 
+pub mod aaa;
 pub mod bus;
 pub mod cache;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod ids;
 pub mod metrics;
 pub mod model;
 pub mod platform;
+pub mod radius;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

@@ -541,6 +541,49 @@ pub struct Session {
     pub terminate_cause: Option<String>,
 }
 
+text_enum!(
+    /// Acct-Status-Type values we record.
+    AcctKind {
+        /// Acct-Status-Type Start.
+        Start = "start",
+        /// Interim-Update.
+        Interim = "interim",
+        /// Stop.
+        Stop = "stop",
+    }
+);
+
+/// One accounting record, as the AAA engine hands it to the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AcctRecord {
+    /// Start, Interim or Stop.
+    pub kind: AcctKind,
+    /// NAS that sent it.
+    pub nas: NasId,
+    /// Subscriber, when the username is known.
+    pub subscriber: Option<SubscriberId>,
+    /// User-Name.
+    pub username: String,
+    /// Acct-Session-Id.
+    pub acct_session_id: String,
+    /// Framed-IP-Address.
+    pub framed_ip: Option<String>,
+    /// Calling-Station-Id.
+    pub calling_station_id: Option<String>,
+    /// NAS-Port-Id.
+    pub nas_port_id: Option<String>,
+    /// Acct-Session-Time.
+    pub session_time_s: i64,
+    /// Absolute input octets (Acct-Input-Gigawords folded in).
+    pub input_octets: i64,
+    /// Absolute output octets.
+    pub output_octets: i64,
+    /// Acct-Terminate-Cause (Stop).
+    pub terminate_cause: Option<String>,
+    /// When the NAS produced it (receive time minus Acct-Delay-Time).
+    pub at: DateTime<Utc>,
+}
+
 /// One post-auth log line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuthLogEntry {

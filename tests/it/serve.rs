@@ -17,6 +17,9 @@ fn start(dir: &std::path::Path, admin: SocketAddr, extra: &[&str]) -> Server {
     let child = proxpanel(dir)
         .env("PROXPANEL_DEMO_PASSWORD", "demo-password-1")
         .env("PROXPANEL_LOG", "info")
+        // Ephemeral ports: tests run in parallel, and 1812/1813 may be taken on the machine.
+        .env("PROXPANEL_RADIUS_AUTH_LISTEN", "127.0.0.1:0")
+        .env("PROXPANEL_RADIUS_ACCT_LISTEN", "127.0.0.1:0")
         .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
         .args(["serve", "--demo"])
         .args(extra)

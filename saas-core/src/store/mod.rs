@@ -742,6 +742,49 @@ impl TenantScope {
         Ok(id)
     }
 
+    /// Applies accounting records in one transaction; durable when this returns.
+    pub async fn record_accounting(&self, records: &[AcctRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self.store, acct_apply(self.tenant, records))
+    }
+
+    /// Closes every open session of a NAS (Accounting-On/Off); returns how many.
+    pub async fn close_nas_sessions(
+        &self,
+        nas: NasId,
+        at: DateTime<Utc>,
+        cause: &str,
+    ) -> Result<u64> {
+        dispatch!(self.store, acct_close_nas(self.tenant, nas, at, cause))
+    }
+
+    /// Open sessions of a username (simultaneous use).
+    pub async fn open_session_count(&self, username: &str) -> Result<i64> {
+        dispatch!(self.store, open_sessions_of(self.tenant, username))
+    }
+
+    /// Octets (in, out) of a username's sessions updated since `since` (usage is a sum over
+    /// sessions, never an increment).
+    pub async fn usage_since(
+        &self,
+        username: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<(i64, i64)> {
+        dispatch!(self.store, usage_since(self.tenant, username, since))
+    }
+
+    /// Remembers that this NAS sends Message-Authenticator for `method` (pap, chap, mschap).
+    pub async fn mark_message_auth_seen(&self, nas: NasId, method: &str) -> Result<()> {
+        dispatch!(self.store, nas_mark_ma_seen(self.tenant, nas, method))
+    }
+
+    /// Records the time of the NAS's latest RADIUS packet.
+    pub async fn touch_nas(&self, nas: NasId, at: DateTime<Utc>) -> Result<()> {
+        dispatch!(self.store, nas_touch(self.tenant, nas, at))
+    }
+
     /// Appends a post-auth line.
     pub async fn log_auth(&self, e: &AuthLogEntry) -> Result<()> {
         dispatch!(self.store, auth_log_insert(self.tenant, e))

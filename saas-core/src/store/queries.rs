@@ -551,6 +551,115 @@ impl Db {
         Ok(())
     }
 
+    /// Applies accounting records in one transaction (the caller acknowledges after it returns).
+    pub(super) async fn acct_apply(&self, t: TenantId, records: &[AcctRecord]) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        for r in records {
+            let started = r.at - chrono::Duration::seconds(r.session_time_s.max(0));
+            let stop = r.kind == AcctKind::Stop;
+            if r.kind != AcctKind::Start {
+                // Counters only move up: a retransmit or a late Interim never lowers them.
+                let res = sqlx::query(
+                    "UPDATE radius_sessions SET
+                        input_octets = CASE WHEN $4 > input_octets THEN $4 ELSE input_octets END,
+                        output_octets = CASE WHEN $5 > output_octets THEN $5 ELSE output_octets END,
+                        session_time_s = CASE WHEN $6 > session_time_s THEN $6 ELSE session_time_s END,
+                        framed_ip = COALESCE($7, framed_ip),
+                        updated_at = $8,
+                        stopped_at = CASE WHEN $9 THEN $8 ELSE stopped_at END,
+                        terminate_cause = COALESCE($10, terminate_cause)
+                     WHERE tenant_id = $1 AND nas_id = $2 AND acct_session_id = $3 AND stopped_at IS NULL",
+                )
+                .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id).bind(r.input_octets).bind(r.output_octets).bind(r.session_time_s)
+                .bind(r.framed_ip.as_deref()).bind(r.at).bind(stop).bind(r.terminate_cause.as_deref())
+                .execute(&mut *tx).await?;
+                if res.rows_affected() > 0 {
+                    continue;
+                }
+                // No open session: a repeat of a Stop we already applied updates that row (never a
+                // second one); otherwise the Start was lost and this record opens the session.
+                let closed: Option<Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM radius_sessions WHERE tenant_id = $1 AND nas_id = $2 AND acct_session_id = $3
+                       AND stopped_at IS NOT NULL AND started_at >= $4 AND started_at <= $5 ORDER BY started_at DESC LIMIT 1",
+                )
+                .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id)
+                .bind(started - chrono::Duration::seconds(120)).bind(started + chrono::Duration::seconds(120))
+                .fetch_optional(&mut *tx).await?;
+                if let Some(id) = closed {
+                    sqlx::query(
+                        "UPDATE radius_sessions SET
+                            input_octets = CASE WHEN $3 > input_octets THEN $3 ELSE input_octets END,
+                            output_octets = CASE WHEN $4 > output_octets THEN $4 ELSE output_octets END,
+                            session_time_s = CASE WHEN $5 > session_time_s THEN $5 ELSE session_time_s END
+                         WHERE tenant_id = $1 AND id = $2",
+                    )
+                    .bind(t.0).bind(id).bind(r.input_octets).bind(r.output_octets).bind(r.session_time_s)
+                    .execute(&mut *tx).await?;
+                    continue;
+                }
+            }
+            sqlx::query(
+                "INSERT INTO radius_sessions (id, tenant_id, nas_id, subscriber_id, username, acct_session_id, framed_ip, calling_station_id,
+                    nas_port_id, started_at, updated_at, stopped_at, session_time_s, input_octets, output_octets, terminate_cause)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            )
+            .bind(Uuid::now_v7()).bind(t.0).bind(r.nas.0).bind(r.subscriber.map(|s| s.0)).bind(&r.username).bind(&r.acct_session_id)
+            .bind(r.framed_ip.as_deref()).bind(r.calling_station_id.as_deref()).bind(r.nas_port_id.as_deref())
+            .bind(started).bind(r.at).bind(if stop { Some(r.at) } else { None }).bind(r.session_time_s)
+            .bind(r.input_octets).bind(r.output_octets).bind(r.terminate_cause.as_deref())
+            .execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Accounting-On/Off: closes every open session of the NAS.
+    pub(super) async fn acct_close_nas(&self, t: TenantId, nas: NasId, at: DateTime<Utc>, cause: &str) -> Result<u64> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query("UPDATE radius_sessions SET stopped_at = $3, updated_at = $3, terminate_cause = $4 WHERE tenant_id = $1 AND nas_id = $2 AND stopped_at IS NULL")
+            .bind(t.0).bind(nas.0).bind(at).bind(cause).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
+    pub(super) async fn open_sessions_of(&self, t: TenantId, username: &str) -> Result<i64> {
+        let mut tx = self.read(t).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM radius_sessions WHERE tenant_id = $1 AND username = $2 AND stopped_at IS NULL")
+            .bind(t.0).bind(username).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub(super) async fn usage_since(&self, t: TenantId, username: &str, since: Option<DateTime<Utc>>) -> Result<(i64, i64)> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(input_octets), 0) AS BIGINT) AS i, CAST(COALESCE(SUM(output_octets), 0) AS BIGINT) AS o
+             FROM radius_sessions WHERE tenant_id = $1 AND username = $2 AND ($3 IS NULL OR updated_at >= $3)",
+        )
+        .bind(t.0).bind(username).bind(since).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok((row.try_get("i")?, row.try_get("o")?))
+    }
+
+    pub(super) async fn nas_mark_ma_seen(&self, t: TenantId, nas: NasId, method: &str) -> Result<()> {
+        let sql = match method {
+            "pap" => "UPDATE nas_devices SET ma_seen_pap = TRUE WHERE tenant_id = $1 AND id = $2",
+            "chap" => "UPDATE nas_devices SET ma_seen_chap = TRUE WHERE tenant_id = $1 AND id = $2",
+            _ => "UPDATE nas_devices SET ma_seen_mschap = TRUE WHERE tenant_id = $1 AND id = $2",
+        };
+        let mut tx = self.write(t).await?;
+        sqlx::query(sql).bind(t.0).bind(nas.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn nas_touch(&self, t: TenantId, nas: NasId, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("UPDATE nas_devices SET radius_last_seen = $3 WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(nas.0).bind(at).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn auth_log_insert(&self, t: TenantId, e: &AuthLogEntry) -> Result<()> {
         let mut tx = self.write(t).await?;
         sqlx::query("INSERT INTO auth_log (tenant_id, at, nas_id, username, method, outcome, reason, calling_station_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")

@@ -781,3 +781,111 @@ async fn postgres_requires_roles_with_a_clear_message() {
     );
     ts.store.close().await;
 }
+
+fn acct(
+    kind: AcctKind,
+    nas: saas_core::NasId,
+    id: &str,
+    t: i64,
+    input: i64,
+    output: i64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> AcctRecord {
+    AcctRecord {
+        kind,
+        nas,
+        subscriber: None,
+        username: "dave".into(),
+        acct_session_id: id.into(),
+        framed_ip: Some("100.64.0.5".into()),
+        calling_station_id: None,
+        nas_port_id: None,
+        session_time_s: t,
+        input_octets: input,
+        output_octets: output,
+        terminate_cause: if kind == AcctKind::Stop {
+            Some("User-Request".into())
+        } else {
+            None
+        },
+        at,
+    }
+}
+
+#[tokio::test]
+async fn accounting_is_absolute_and_idempotent() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "acctco").await;
+        let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
+        let t0 = saas_core::store::now() - chrono::Duration::seconds(600);
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        a.record_accounting(&[acct(AcctKind::Start, nas.id, "A1", 0, 0, 0, at(0))])
+            .await
+            .unwrap();
+        assert_eq!(a.open_session_count("dave").await.unwrap(), 1);
+        let big = (5i64 << 32) + 7; // gigawords folded in by the engine
+        a.record_accounting(&[acct(AcctKind::Interim, nas.id, "A1", 60, big, 1000, at(60))])
+            .await
+            .unwrap();
+        // A retransmitted (or late) older interim never lowers the counters.
+        a.record_accounting(&[acct(AcctKind::Interim, nas.id, "A1", 30, 10, 10, at(30))])
+            .await
+            .unwrap();
+        a.record_accounting(&[acct(
+            AcctKind::Stop,
+            nas.id,
+            "A1",
+            120,
+            big + 1,
+            2000,
+            at(120),
+        )])
+        .await
+        .unwrap();
+        // The Stop again: same row, no second session.
+        a.record_accounting(&[acct(
+            AcctKind::Stop,
+            nas.id,
+            "A1",
+            120,
+            big + 1,
+            2000,
+            at(121),
+        )])
+        .await
+        .unwrap();
+        let s = a.sessions(false, 10).await.unwrap();
+        assert_eq!(s.len(), 1, "{}", ts.backend);
+        assert_eq!((s[0].input_octets, s[0].output_octets), (big + 1, 2000));
+        assert!(s[0].stopped_at.is_some());
+        assert_eq!(s[0].terminate_cause.as_deref(), Some("User-Request"));
+        assert_eq!(a.open_session_count("dave").await.unwrap(), 0);
+        // Acct-Session-Id reused after a reboot: a Start opens a new row.
+        a.record_accounting(&[acct(AcctKind::Start, nas.id, "A1", 0, 0, 0, at(300))])
+            .await
+            .unwrap();
+        // An Interim without a Start opens its session.
+        a.record_accounting(&[acct(AcctKind::Interim, nas.id, "B7", 100, 50, 60, at(400))])
+            .await
+            .unwrap();
+        assert_eq!(a.sessions(false, 10).await.unwrap().len(), 3);
+        assert_eq!(a.open_session_count("dave").await.unwrap(), 2);
+        let (i, o) = a.usage_since("dave", None).await.unwrap();
+        assert_eq!((i, o), (big + 1 + 50, 2060));
+        // Accounting-On closes every open session of that NAS.
+        assert_eq!(
+            a.close_nas_sessions(nas.id, at(500), "NAS-Reboot")
+                .await
+                .unwrap(),
+            2
+        );
+        assert_eq!(a.open_session_count("dave").await.unwrap(), 0);
+        // Message-Authenticator memory.
+        a.mark_message_auth_seen(nas.id, "pap").await.unwrap();
+        a.touch_nas(nas.id, at(500)).await.unwrap();
+        let n = a.nas(nas.id).await.unwrap().unwrap();
+        assert_eq!(n.message_auth_seen, ["pap"]);
+        assert!(n.radius_last_seen.is_some());
+        ts.store.close().await;
+    }
+}
