@@ -4,7 +4,8 @@
 #     ./infra/test.sh [extra cargo-nextest args...]
 #
 # Starts a throwaway PostgreSQL and Redis (infra/test-services.sh; installs
-# them with apt-get when missing and running as root), checks the dependency
+# them with apt-get when missing and running as root), installs the end-to-end
+# tools (radclient from freeradius-utils; pyrad and pycryptodome with pip), checks the dependency
 # tree for a single TLS crypto backend (ring), then runs
 #     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 # Works from any directory. CI runs it via .ci/run as root with CI=true.
@@ -18,9 +19,16 @@ cd "$ROOT"
 
 # Debian packages later test suites need; installed (as root) when missing.
 EXTRA_APT_PACKAGES=(
-    # freeradius-utils   # radclient, for RADIUS end-to-end tests
+    freeradius-utils     # radclient, for RADIUS end-to-end tests (tests/it/radius.rs)
     # dnsutils           # dig, for DNS end-to-end tests
 )
+
+# Python packages (PyPI) the end-to-end scripts in infra/e2e/ need, and the import that proves
+# they are usable: pyrad (a RADIUS client we did not write; 2.6 has enforce_ma) and pycryptodome
+# (MD4 and DES for MS-CHAPv2, which OpenSSL 3's hashlib lacks).
+PY_PACKAGES=("pyrad>=2.6" pycryptodome)
+PY_IMPORT_CHECK='import inspect, pyrad.client, Crypto.Hash.MD4, Crypto.Cipher.DES
+assert "enforce_ma" in inspect.signature(pyrad.client.Client).parameters, "pyrad too old"'
 
 # Crates that must not be in the dependency tree: the one TLS crypto backend is ring.
 FORBIDDEN_CRATES=(aws-lc-rs aws-lc-sys openssl-sys)
@@ -52,6 +60,33 @@ if [ "${#EXTRA_APT_PACKAGES[@]}" -gt 0 ]; then
         pp_apt_install "${missing[@]}"
     fi
 fi
+
+# pip into whatever python3 is first on PATH (pyenv, a venv, or Debian's, which refuses a plain
+# `pip install` as "externally managed" and needs --break-system-packages).
+ensure_python_packages() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        phase "installing python3"
+        pp_apt_install python3 python3-pip
+    fi
+    if python3 -c "$PY_IMPORT_CHECK" >/dev/null 2>&1; then
+        return 0
+    fi
+    phase "installing Python test packages: ${PY_PACKAGES[*]}"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        pp_apt_install python3-pip
+    fi
+    local pip=(python3 -m pip install --quiet --disable-pip-version-check --upgrade)
+    export PIP_ROOT_USER_ACTION=ignore
+    if ! "${pip[@]}" "${PY_PACKAGES[@]}"; then
+        echo "    retrying with --break-system-packages" >&2
+        "${pip[@]}" --break-system-packages "${PY_PACKAGES[@]}"
+    fi
+    if ! python3 -c "$PY_IMPORT_CHECK"; then
+        echo "error: ${PY_PACKAGES[*]} installed but not importable by $(command -v python3)" >&2
+        return 1
+    fi
+}
+ensure_python_packages
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     phase "installing cargo-nextest"

@@ -52,6 +52,9 @@ pub enum Command {
     /// RADIUS accounting sessions of a tenant.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Developer tools (load generators, simulators).
+    #[command(subcommand)]
+    Dev(DevCmd),
     /// Post-authentication log of a tenant (accepts and rejects with reasons), newest first.
     AuthLog {
         /// Tenant slug.
@@ -61,6 +64,13 @@ pub enum Command {
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
+}
+
+/// `dev` commands.
+#[derive(Debug, Subcommand)]
+pub enum DevCmd {
+    /// Closed-loop RADIUS load generator: prints requests/s and p50/p99 latency.
+    RadiusLoad(crate::dev_load::LoadArgs),
 }
 
 /// `session` commands.
@@ -77,6 +87,19 @@ pub enum SessionCmd {
         /// Most sessions.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+    },
+    /// Disconnect a subscriber's open sessions (Disconnect-Request to the NAS, sent by the
+    /// running `serve` that holds the NAS path).
+    Disconnect {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Login.
+        #[arg(long)]
+        username: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
     },
 }
 
@@ -412,6 +435,7 @@ pub enum NasCmd {
 pub async fn run(cli: Cli) -> Result<(), Fatal> {
     match cli.command {
         Command::Serve(ref args) => crate::serve::run(&cli, args).await,
+        Command::Dev(DevCmd::RadiusLoad(args)) => crate::dev_load::run(args).await,
         _ => crate::commands::run(cli).await,
     }
 }

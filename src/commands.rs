@@ -66,7 +66,7 @@ fn clearable(v: Option<String>) -> Option<Option<String>> {
 async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fatal> {
     let p = &ctx.platform;
     match cmd {
-        Command::Serve(_) => unreachable_serve(),
+        Command::Serve(_) | Command::Dev(_) => unreachable_serve(),
         Command::Migrate => {
             // Context::open already migrated.
             if as_json {
@@ -162,6 +162,46 @@ async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fata
                         })
                         .collect(),
                 );
+            }
+            Ok(())
+        }
+        Command::Session(SessionCmd::Disconnect {
+            tenant,
+            username,
+            timeout,
+        }) => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            ops.subscriber(&username).await?;
+            let req = json!({"action": "disconnect", "username": username});
+            let ev = ctx
+                .platform
+                .bus()
+                .request(
+                    Some(ops.tenant().id),
+                    saas_core::bus::kinds::COA_REQUEST,
+                    &req,
+                    saas_core::bus::kinds::COA_RESULT,
+                    std::time::Duration::from_secs(timeout),
+                )
+                .await
+                .map_err(|e| Fatal::failure(e.to_string()))?;
+            let result: serde_json::Value = serde_json::from_str(&ev.payload)
+                .map_err(|e| Fatal::failure(format!("bad coa.result: {e}")))?;
+            if as_json {
+                output::json(&result);
+            } else {
+                let items = result["results"].as_array().cloned().unwrap_or_default();
+                if items.is_empty() {
+                    println!("{username} has no open session");
+                }
+                for r in items {
+                    println!(
+                        "{}: {} ({})",
+                        r["acct_session_id"].as_str().unwrap_or("?"),
+                        r["result"]["outcome"].as_str().unwrap_or("?"),
+                        r["result"]["detail"].as_str().unwrap_or("")
+                    );
+                }
             }
             Ok(())
         }

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod context;
 mod demo;
+mod dev_load;
 mod output;
 pub mod ports;
 mod radius_role;

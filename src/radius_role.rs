@@ -203,3 +203,75 @@ pub async fn follow_changes(
         }
     }
 }
+
+/// Payload of a `coa.request` event.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct CoaRequest {
+    /// `disconnect`.
+    pub action: String,
+    /// Subscriber whose open sessions are targeted.
+    pub username: String,
+}
+
+/// Answers `coa.request` events for NAS this process can reach: one Disconnect-Request per open
+/// session of the user, each result audited and returned in `coa.result`.
+pub async fn answer_coa_requests(
+    bus: Bus,
+    store: Store,
+    coa: saas_core::aaa::coa::CoaClient,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = bus.subscribe();
+    loop {
+        let ev = tokio::select! {
+            r = rx.recv() => match r {
+                Ok(ev) => ev,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(_) => return,
+            },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        if ev.kind != kinds::COA_REQUEST {
+            continue;
+        }
+        let (Some(tenant), Ok(req)) = (
+            ev.tenant_id,
+            serde_json::from_str::<CoaRequest>(&ev.payload),
+        ) else {
+            continue;
+        };
+        let (bus, store, coa) = (bus.clone(), store.clone(), coa.clone());
+        tokio::spawn(async move {
+            let scope = store.tenant(tenant);
+            let mut results = Vec::new();
+            let sessions = scope.sessions(true, 1000).await.unwrap_or_default();
+            for s in sessions.into_iter().filter(|s| s.username == req.username) {
+                let r = match (scope.nas(s.nas).await, scope.nas_secret(s.nas).await) {
+                    (Ok(Some(nas)), Ok(secret)) => coa.disconnect(tenant, &nas, &secret, &s).await,
+                    _ => saas_core::aaa::coa::CoaResult {
+                        outcome: "error".into(),
+                        error_cause: None,
+                        detail: "NAS not found".into(),
+                    },
+                };
+                let details = serde_json::json!({"acct_session_id": s.acct_session_id, "outcome": r.outcome, "error_cause": r.error_cause}).to_string();
+                if let Err(e) = scope
+                    .audit(
+                        "system",
+                        "session.disconnect",
+                        Some(&req.username),
+                        Some(&details),
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not audit a disconnect");
+                }
+                results.push(serde_json::json!({"session": s.id, "acct_session_id": s.acct_session_id, "nas": s.nas, "result": r}));
+            }
+            let payload = serde_json::json!({"username": req.username, "results": results});
+            if let Err(e) = bus.respond(&ev, kinds::COA_RESULT, &payload).await {
+                tracing::warn!(error = %e, "could not answer coa.request");
+            }
+        });
+    }
+}

@@ -74,8 +74,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             tenant_rps: ctx.config.radius_tenant_rps,
             ..Default::default()
         };
+        // Accounting that the store cannot take right now waits here, fsync'd, until it can.
+        let spool = ctx.config.data_dir.join("accounting-spool.jsonl");
+        let writer = saas_core::aaa::writer::AcctWriter::start(ctx.store.clone(), spool);
         let engine = Arc::new(saas_core::aaa::Engine::new(
             ctx.store.clone(),
+            writer,
             cfg,
             aaa_metrics,
         ));
@@ -108,6 +112,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
                 ));
             }
         }
+        let coa =
+            saas_core::aaa::coa::CoaClient::new(Arc::new(saas_core::transport::DirectTransport));
+        tasks.spawn(radius_role::answer_coa_requests(
+            ctx.platform.bus().clone(),
+            ctx.store.clone(),
+            coa,
+            stop_rx.clone(),
+        ));
         tasks.spawn(radius_role::follow_changes(
             ctx.platform.bus().clone(),
             engine,

@@ -15,6 +15,7 @@ pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
 pub mod tls;
+pub mod transport;
 
 pub use ids::{Email, NasId, OperatorId, PlanId, Slug, SubscriberId, TenantId, UserId};
 pub use store::{PlatformScope, Store, StoreError, SystemScope, TenantScope};

@@ -554,8 +554,11 @@ text_enum!(
 );
 
 /// One accounting record, as the AAA engine hands it to the store.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AcctRecord {
+    /// Unique id of this record; a session it opens gets this id, so applying it twice (spool
+    /// replay) never opens a second session.
+    pub id: SessionId,
     /// Start, Interim or Stop.
     pub kind: AcctKind,
     /// NAS that sent it.

@@ -3,5 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod cli;
+mod coa;
+mod radius;
 mod serve;
 mod support;

@@ -101,3 +101,29 @@ pub fn wait_ready(addr: SocketAddr, path: &str, timeout: Duration) {
     }
     panic!("{path} on {addr} not ready after {timeout:?}");
 }
+
+/// `n` distinct free UDP ports on loopback (held together while chosen, so they differ).
+pub fn free_udp_ports(n: usize) -> Vec<u16> {
+    let socks: Vec<std::net::UdpSocket> = (0..n)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    socks
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect()
+}
+
+/// Polls `f` every 100 ms until it returns `Ok`, or panics with `what` and the last `Err` after
+/// `timeout`.
+pub fn poll<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let start = Instant::now();
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if start.elapsed() > timeout => {
+                panic!("timed out after {timeout:?} waiting for {what}: {e}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}

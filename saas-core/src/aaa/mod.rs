@@ -6,7 +6,9 @@
 //! Reply-Message: unknown user, wrong password, disabled, expired, MAC lock, simultaneous use,
 //! quota. Accounting is acknowledged only after the store has committed it.
 
+pub mod coa;
 mod metrics;
+pub mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,6 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 pub use self::metrics::AaaMetrics;
+use self::writer::{AcctOp, AcctWriter};
 use crate::ids::{NasId, TenantId};
 use crate::model::*;
 use crate::radius::{
@@ -183,6 +186,7 @@ struct Bucket {
 /// The AAA engine; cheap to share behind an `Arc`.
 pub struct Engine {
     store: Store,
+    writer: AcctWriter,
     config: EngineConfig,
     metrics: AaaMetrics,
     nas: RwLock<HashMap<NasId, Arc<NasInfo>>>,
@@ -263,10 +267,16 @@ enum AttrOut {
 }
 
 impl Engine {
-    /// An engine over a store.
-    pub fn new(store: Store, config: EngineConfig, metrics: AaaMetrics) -> Self {
+    /// An engine over a store; accounting goes through `writer` (group commit, spool).
+    pub fn new(
+        store: Store,
+        writer: AcctWriter,
+        config: EngineConfig,
+        metrics: AaaMetrics,
+    ) -> Self {
         Self {
             store,
+            writer,
             config,
             metrics,
             nas: RwLock::new(HashMap::new()),
@@ -853,11 +863,17 @@ impl Engine {
                 } else {
                     "NAS-Request"
                 };
-                scope.close_nas_sessions(req.nas, at, cause).await.map(|n| {
-                    if n > 0 {
-                        tracing::info!(tenant = %req.tenant, nas = %req.nas, closed = n, "Accounting-{} closed open sessions", if cause == "NAS-Reboot" { "On" } else { "Off" });
-                    }
-                })
+                tracing::info!(tenant = %req.tenant, nas = %req.nas, "{}: closing the NAS's open sessions", if cause == "NAS-Reboot" { "Accounting-On" } else { "Accounting-Off" });
+                self.writer
+                    .submit(
+                        req.tenant,
+                        AcctOp::CloseNas {
+                            nas: req.nas,
+                            at,
+                            cause: cause.to_owned(),
+                        },
+                    )
+                    .await
             }
             Some(
                 s @ (dict::ACCT_STATUS_START
@@ -882,6 +898,7 @@ impl Engine {
                     Err(e) => return self.store_failed(req, e),
                 };
                 let rec = AcctRecord {
+                    id: crate::ids::SessionId::new(),
                     kind,
                     nas: req.nas,
                     subscriber,
@@ -911,7 +928,7 @@ impl Engine {
                     }),
                     AcctKind::Interim => {}
                 }
-                scope.record_accounting(std::slice::from_ref(&rec)).await
+                self.writer.submit(req.tenant, AcctOp::Record(rec)).await
             }
             _ => return self.dropped(req.tenant, "unknown_acct_status"),
         };
@@ -930,7 +947,7 @@ impl Engine {
         }
     }
 
-    fn store_failed(&self, req: &Request<'_>, e: crate::store::StoreError) -> Outcome {
+    fn store_failed(&self, req: &Request<'_>, e: impl std::fmt::Display) -> Outcome {
         tracing::error!(error = %e, tenant = %req.tenant, nas = %req.nas, "accounting not stored; not acknowledged (the NAS will retransmit)");
         self.dropped(req.tenant, "store_error")
     }

@@ -557,7 +557,20 @@ impl Db {
         for r in records {
             let started = r.at - chrono::Duration::seconds(r.session_time_s.max(0));
             let stop = r.kind == AcctKind::Stop;
-            if r.kind != AcctKind::Start {
+            if r.kind == AcctKind::Start {
+                // A Start retransmitted after the reply cache forgot it: the same open session
+                // (same NAS, Acct-Session-Id and start time) already exists.
+                let again: Option<Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM radius_sessions WHERE tenant_id = $1 AND nas_id = $2 AND acct_session_id = $3
+                       AND stopped_at IS NULL AND started_at >= $4 AND started_at <= $5 LIMIT 1",
+                )
+                .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id)
+                .bind(started - chrono::Duration::seconds(5)).bind(started + chrono::Duration::seconds(5))
+                .fetch_optional(&mut *tx).await?;
+                if again.is_some() {
+                    continue;
+                }
+            } else {
                 // Counters only move up: a retransmit or a late Interim never lowers them.
                 let res = sqlx::query(
                     "UPDATE radius_sessions SET
@@ -601,9 +614,10 @@ impl Db {
             sqlx::query(
                 "INSERT INTO radius_sessions (id, tenant_id, nas_id, subscriber_id, username, acct_session_id, framed_ip, calling_station_id,
                     nas_port_id, started_at, updated_at, stopped_at, session_time_s, input_octets, output_octets, terminate_cause)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                 ON CONFLICT (id) DO NOTHING",
             )
-            .bind(Uuid::now_v7()).bind(t.0).bind(r.nas.0).bind(r.subscriber.map(|s| s.0)).bind(&r.username).bind(&r.acct_session_id)
+            .bind(r.id.0).bind(t.0).bind(r.nas.0).bind(r.subscriber.map(|s| s.0)).bind(&r.username).bind(&r.acct_session_id)
             .bind(r.framed_ip.as_deref()).bind(r.calling_station_id.as_deref()).bind(r.nas_port_id.as_deref())
             .bind(started).bind(r.at).bind(if stop { Some(r.at) } else { None }).bind(r.session_time_s)
             .bind(r.input_octets).bind(r.output_octets).bind(r.terminate_cause.as_deref())
@@ -616,7 +630,8 @@ impl Db {
     /// Accounting-On/Off: closes every open session of the NAS.
     pub(super) async fn acct_close_nas(&self, t: TenantId, nas: NasId, at: DateTime<Utc>, cause: &str) -> Result<u64> {
         let mut tx = self.write(t).await?;
-        let res = sqlx::query("UPDATE radius_sessions SET stopped_at = $3, updated_at = $3, terminate_cause = $4 WHERE tenant_id = $1 AND nas_id = $2 AND stopped_at IS NULL")
+        // Only sessions that started before the On/Off: replaying it later never closes newer ones.
+        let res = sqlx::query("UPDATE radius_sessions SET stopped_at = $3, updated_at = $3, terminate_cause = $4 WHERE tenant_id = $1 AND nas_id = $2 AND stopped_at IS NULL AND started_at <= $3")
             .bind(t.0).bind(nas.0).bind(at).bind(cause).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(res.rows_affected())

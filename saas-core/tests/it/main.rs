@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod aaa;
 mod bus_cache;
 mod platform;
 mod store;

@@ -792,6 +792,7 @@ fn acct(
     at: chrono::DateTime<chrono::Utc>,
 ) -> AcctRecord {
     AcctRecord {
+        id: saas_core::ids::SessionId::new(),
         kind,
         nas,
         subscriber: None,
@@ -860,6 +861,23 @@ async fn accounting_is_absolute_and_idempotent() {
         assert!(s[0].stopped_at.is_some());
         assert_eq!(s[0].terminate_cause.as_deref(), Some("User-Request"));
         assert_eq!(a.open_session_count("dave").await.unwrap(), 0);
+        // The same record applied twice (spool replay) opens one session.
+        let rec = acct(AcctKind::Start, nas.id, "R1", 0, 0, 0, at(200));
+        a.record_accounting(&[rec.clone(), rec.clone()])
+            .await
+            .unwrap();
+        a.record_accounting(std::slice::from_ref(&rec))
+            .await
+            .unwrap();
+        // A retransmitted Start (new record id, same start time) also opens nothing new.
+        a.record_accounting(&[acct(AcctKind::Start, nas.id, "R1", 0, 0, 0, at(201))])
+            .await
+            .unwrap();
+        assert_eq!(a.open_session_count("dave").await.unwrap(), 1);
+        a.record_accounting(&[acct(AcctKind::Stop, nas.id, "R1", 10, 0, 0, at(210))])
+            .await
+            .unwrap();
+        assert_eq!(a.sessions(false, 10).await.unwrap().len(), 2);
         // Acct-Session-Id reused after a reboot: a Start opens a new row.
         a.record_accounting(&[acct(AcctKind::Start, nas.id, "A1", 0, 0, 0, at(300))])
             .await
@@ -868,7 +886,7 @@ async fn accounting_is_absolute_and_idempotent() {
         a.record_accounting(&[acct(AcctKind::Interim, nas.id, "B7", 100, 50, 60, at(400))])
             .await
             .unwrap();
-        assert_eq!(a.sessions(false, 10).await.unwrap().len(), 3);
+        assert_eq!(a.sessions(false, 10).await.unwrap().len(), 4);
         assert_eq!(a.open_session_count("dave").await.unwrap(), 2);
         let (i, o) = a.usage_since("dave", None).await.unwrap();
         assert_eq!((i, o), (big + 1 + 50, 2060));

@@ -1,0 +1,214 @@
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use saas_core::radius::{Code, PacketBuilder, dict, validate, verify_request};
+
+use crate::support::*;
+
+struct Server(Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn acct_start(acct: SocketAddr, secret: &[u8], user: &str, session: &str) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = PacketBuilder::request(Code::AccountingRequest, 7, [0; 16]).unwrap();
+    b.attr_str(dict::USER_NAME, user).unwrap();
+    b.attr_u32(dict::ACCT_STATUS_TYPE, dict::ACCT_STATUS_START)
+        .unwrap();
+    b.attr_str(dict::ACCT_SESSION_ID, session).unwrap();
+    b.attr_ipv4(dict::FRAMED_IP_ADDRESS, "100.64.1.9".parse().unwrap())
+        .unwrap();
+    sock.send_to(&b.finish(secret), acct).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = sock.recv_from(&mut buf).expect("Accounting-Response");
+    assert_eq!(
+        validate(&buf[..n]).unwrap().code(),
+        Code::AccountingResponse
+    );
+}
+
+/// `session disconnect` travels over the bus to the running `serve`, which sends a
+/// Disconnect-Request that a NAS can verify; the NAS's ACK or NAK (with Error-Cause) comes back.
+#[test]
+fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let nas_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    nas_sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let coa_port = nas_sock.local_addr().unwrap().port();
+    ok(proxpanel(dir.path()).args([
+        "tenant",
+        "create",
+        "--slug",
+        "coaco",
+        "--name",
+        "C",
+        "--owner-email",
+        "o@coa.example",
+        "--owner-password",
+        "owner-pass-1",
+    ]));
+    ok(proxpanel(dir.path()).args([
+        "subscriber",
+        "add",
+        "--tenant",
+        "coaco",
+        "--username",
+        "frank",
+        "--password",
+        "pw",
+    ]));
+    ok(proxpanel(dir.path()).args([
+        "nas",
+        "add",
+        "--tenant",
+        "coaco",
+        "--name",
+        "gw",
+        "--ip",
+        "127.0.0.1",
+        "--secret",
+        "coasecret",
+        "--coa-port",
+        &coa_port.to_string(),
+    ]));
+    let ports = free_udp_ports(2);
+    let (auth, acct) = (
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _s = Server(
+        proxpanel(dir.path())
+            .env("PROXPANEL_ROLES", "radius,workers")
+            .env("PROXPANEL_RADIUS_AUTH_LISTEN", &auth)
+            .env("PROXPANEL_RADIUS_ACCT_LISTEN", &acct)
+            .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(admin, "/readyz", Duration::from_secs(60));
+    acct_start(acct.parse().unwrap(), b"coasecret", "frank", "sess-1");
+
+    // ACK
+    let cli = std::thread::spawn({
+        let d = dir.path().to_owned();
+        move || {
+            json(proxpanel(&d).args([
+                "session",
+                "disconnect",
+                "--tenant",
+                "coaco",
+                "--username",
+                "frank",
+            ]))
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let (n, from) = nas_sock
+        .recv_from(&mut buf)
+        .expect("Disconnect-Request reached the NAS");
+    let req = validate(&buf[..n]).unwrap();
+    assert_eq!(req.code(), Code::DisconnectRequest);
+    assert!(
+        verify_request(&req, b"coasecret").is_ok(),
+        "Request Authenticator / Message-Authenticator"
+    );
+    assert!(
+        req.message_authenticator().is_some(),
+        "Message-Authenticator is sent"
+    );
+    assert_eq!(req.attr(dict::USER_NAME), Some(&b"frank"[..]));
+    assert_eq!(req.attr(dict::ACCT_SESSION_ID), Some(&b"sess-1"[..]));
+    assert_eq!(
+        req.attr(dict::FRAMED_IP_ADDRESS),
+        Some(&[100, 64, 1, 9][..])
+    );
+    let ack = PacketBuilder::reply(&req, Code::DisconnectACK)
+        .unwrap()
+        .finish(b"coasecret");
+    nas_sock.send_to(&ack, from).unwrap();
+    let out = cli.join().unwrap();
+    assert_eq!(out["results"][0]["result"]["outcome"], "ack", "{out}");
+
+    // NAK with Error-Cause 503 (Session-Context-Not-Found); a forged reply (wrong secret) is ignored.
+    let cli = std::thread::spawn({
+        let d = dir.path().to_owned();
+        move || {
+            json(proxpanel(&d).args([
+                "session",
+                "disconnect",
+                "--tenant",
+                "coaco",
+                "--username",
+                "frank",
+            ]))
+        }
+    });
+    let (n, from) = nas_sock.recv_from(&mut buf).unwrap();
+    let req = validate(&buf[..n]).unwrap();
+    let forged = PacketBuilder::reply(&req, Code::DisconnectACK)
+        .unwrap()
+        .finish(b"wrong-secret");
+    nas_sock.send_to(&forged, from).unwrap();
+    let mut nak = PacketBuilder::reply(&req, Code::DisconnectNAK).unwrap();
+    nak.attr_u32(dict::ERROR_CAUSE, 503).unwrap();
+    nas_sock.send_to(&nak.finish(b"coasecret"), from).unwrap();
+    let out = cli.join().unwrap();
+    assert_eq!(out["results"][0]["result"]["outcome"], "nak", "{out}");
+    assert_eq!(out["results"][0]["result"]["error_cause"], 503);
+
+    // Audited.
+    let tenant = json(proxpanel(dir.path()).args(["tenant", "show", "coaco"]));
+    assert_eq!(tenant["slug"], "coaco");
+}
+
+#[test]
+fn disconnect_without_a_running_serve_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(proxpanel(dir.path()).args([
+        "tenant",
+        "create",
+        "--slug",
+        "lonely",
+        "--name",
+        "L",
+        "--owner-email",
+        "o@l.example",
+        "--owner-password",
+        "owner-pass-1",
+    ]));
+    ok(proxpanel(dir.path()).args([
+        "subscriber",
+        "add",
+        "--tenant",
+        "lonely",
+        "--username",
+        "u",
+        "--password",
+        "pw",
+    ]));
+    let o = run(proxpanel(dir.path()).args([
+        "session",
+        "disconnect",
+        "--tenant",
+        "lonely",
+        "--username",
+        "u",
+        "--timeout",
+        "1",
+    ]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("proxpanel serve"), "{err}");
+}
