@@ -172,7 +172,7 @@ async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fata
         }) => {
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
             ops.subscriber(&username).await?;
-            let req = json!({"action": "disconnect", "username": username});
+            let req = json!({"action": "disconnect", "username": Some(&username)});
             let ev = ctx
                 .platform
                 .bus()

@@ -207,10 +207,16 @@ pub async fn follow_changes(
 /// Payload of a `coa.request` event.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct CoaRequest {
-    /// `disconnect`.
+    /// `disconnect`, or `rate` (CoA with the subscriber's current plan rate).
     pub action: String,
-    /// Subscriber whose open sessions are targeted.
-    pub username: String,
+    /// Subscriber whose open sessions are targeted; none = every session of the tenant.
+    pub username: Option<String>,
+}
+
+async fn current_rate(scope: &saas_core::TenantScope, username: &str) -> Option<String> {
+    let sub = scope.subscriber_by_username(username).await.ok()??;
+    let plan = scope.plan(sub.plan_id?).await.ok()??;
+    Some(saas_core::aaa::mikrotik_rate(&plan, false))
 }
 
 /// Answers `coa.request` events for NAS this process can reach: one Disconnect-Request per open
@@ -245,8 +251,23 @@ pub async fn answer_coa_requests(
             let scope = store.tenant(tenant);
             let mut results = Vec::new();
             let sessions = scope.sessions(true, 1000).await.unwrap_or_default();
-            for s in sessions.into_iter().filter(|s| s.username == req.username) {
+            for s in sessions
+                .into_iter()
+                .filter(|s| req.username.as_ref().is_none_or(|u| &s.username == u))
+            {
                 let r = match (scope.nas(s.nas).await, scope.nas_secret(s.nas).await) {
+                    (Ok(Some(nas)), Ok(secret)) if req.action == "rate" => {
+                        match current_rate(&scope, &s.username).await {
+                            Some(rate) if nas.vendor == saas_core::model::NasVendor::Mikrotik => {
+                                coa.change_rate(tenant, &nas, &secret, &s, &rate).await
+                            }
+                            _ => saas_core::aaa::coa::CoaResult {
+                                outcome: "skipped".into(),
+                                error_cause: None,
+                                detail: "no rate to push (generic NAS or no plan)".into(),
+                            },
+                        }
+                    }
                     (Ok(Some(nas)), Ok(secret)) => coa.disconnect(tenant, &nas, &secret, &s).await,
                     _ => saas_core::aaa::coa::CoaResult {
                         outcome: "error".into(),
@@ -255,16 +276,16 @@ pub async fn answer_coa_requests(
                     },
                 };
                 let details = serde_json::json!({"acct_session_id": s.acct_session_id, "outcome": r.outcome, "error_cause": r.error_cause}).to_string();
+                let action = if req.action == "rate" {
+                    "session.coa"
+                } else {
+                    "session.disconnect"
+                };
                 if let Err(e) = scope
-                    .audit(
-                        "system",
-                        "session.disconnect",
-                        Some(&req.username),
-                        Some(&details),
-                    )
+                    .audit("system", action, Some(&s.username), Some(&details))
                     .await
                 {
-                    tracing::warn!(error = %e, "could not audit a disconnect");
+                    tracing::warn!(error = %e, "could not audit a CoA");
                 }
                 results.push(serde_json::json!({"session": s.id, "acct_session_id": s.acct_session_id, "nas": s.nas, "result": r}));
             }

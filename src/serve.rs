@@ -133,9 +133,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
         }
     }
     if ctx.config.has_role("workers") {
+        // Stale = no accounting update for 3× the interim interval.
+        let stale_after = Duration::from_secs(3 * u64::from(ctx.config.radius_interim_s.max(1)));
         tasks.spawn(workers(
             ctx.platform.clone(),
             metrics.clone(),
+            stale_after,
             stop_rx.clone(),
         ));
     }
@@ -199,9 +202,14 @@ async fn shutdown_signal() {
     }
 }
 
-/// Background upkeep: purge deleted tenants after their grace period, prune old events, refresh
-/// the tenant gauges.
-async fn workers(p: Platform, metrics: Metrics, mut stop: watch::Receiver<bool>) {
+/// Background upkeep: close stale sessions, disconnect expired subscribers, purge deleted tenants
+/// after their grace period, prune old events, refresh the tenant gauges.
+async fn workers(
+    p: Platform,
+    metrics: Metrics,
+    stale_after: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     let mut n: u64 = 0;
     loop {
@@ -223,6 +231,13 @@ async fn workers(p: Platform, metrics: Metrics, mut stop: watch::Receiver<bool>)
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot count tenants"),
+        }
+        match p.sweep_stale_sessions(stale_after).await {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "stale-session sweep failed"),
+        }
+        if let Err(e) = p.sweep_expired().await {
+            tracing::warn!(error = %e, "expiry sweep failed");
         }
         // Every 10 minutes.
         if n.is_multiple_of(20) {

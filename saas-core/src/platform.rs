@@ -348,6 +348,17 @@ impl Platform {
             .audit(&actor.0, action, Some(t.slug.as_str()), None)
             .await?;
         self.announce_tenant(&t).await?;
+        if matches!(status, TenantStatus::Suspended | TenantStatus::Deleted) {
+            // DESIGN §4: new logins are refused at once (the engine checks the status); every
+            // online session gets a Disconnect from the process that holds its NAS.
+            self.bus
+                .publish(
+                    Some(t.id),
+                    kinds::COA_REQUEST,
+                    &json!({"action": "disconnect", "username": null}),
+                )
+                .await?;
+        }
         Ok(t)
     }
 
@@ -372,6 +383,51 @@ impl Platform {
             tracing::info!(tenant = %id, "purged deleted tenant");
         }
         Ok(ids.len())
+    }
+
+    /// Closes sessions without an update for `stale_after` (3× the interim interval); returns
+    /// how many.
+    pub async fn sweep_stale_sessions(&self, stale_after: Duration) -> Result<u64> {
+        let before = crate::store::now()
+            - chrono::Duration::from_std(stale_after).unwrap_or(chrono::Duration::minutes(3));
+        let mut n = 0;
+        for t in self
+            .store
+            .system()
+            .tenants_with_stale_sessions(before)
+            .await?
+        {
+            let closed = self.store.tenant(t).close_stale_sessions(before).await?;
+            if closed > 0 {
+                tracing::info!(tenant = %t, closed, "closed stale sessions (no accounting update)");
+                self.bus
+                    .publish(Some(t), kinds::SESSION_STOPPED, &json!({"stale": closed}))
+                    .await?;
+            }
+            n += closed;
+        }
+        Ok(n)
+    }
+
+    /// Asks for a Disconnect of every online subscriber whose expiry has passed (the process
+    /// holding the NAS answers the `coa.request`); returns how many subscribers.
+    pub async fn sweep_expired(&self) -> Result<usize> {
+        let due = self
+            .store
+            .system()
+            .expired_online(crate::store::now())
+            .await?;
+        for (t, username) in &due {
+            tracing::info!(tenant = %t, username, "subscriber expired while online; disconnecting");
+            self.bus
+                .publish(
+                    Some(*t),
+                    kinds::COA_REQUEST,
+                    &json!({"action": "disconnect", "username": username}),
+                )
+                .await?;
+        }
+        Ok(due.len())
     }
 
     /// Tenant-scoped commands for one tenant (by slug; deleted tenants are not found).
@@ -536,12 +592,40 @@ impl TenantOps {
                 &json!({"subscriber": s.id}),
             )
             .await?;
+        // An online subscriber feels the change now: disabled → Disconnect, new plan → CoA rate.
+        let action = if patch.status == Some(SubscriberStatus::Disabled) {
+            Some("disconnect")
+        } else if patch.plan_id.is_some() {
+            Some("rate")
+        } else {
+            None
+        };
+        if let Some(action) = action
+            && self.scope.open_session_count(&s.username).await? > 0
+        {
+            self.bus
+                .publish(
+                    Some(self.tenant.id),
+                    kinds::COA_REQUEST,
+                    &json!({"action": action, "username": s.username}),
+                )
+                .await?;
+        }
         Ok(s)
     }
 
     /// Deletes a subscriber.
     pub async fn delete_subscriber(&self, username: &str) -> Result<()> {
         let s = self.subscriber(username).await?;
+        if self.scope.open_session_count(username).await? > 0 {
+            self.bus
+                .publish(
+                    Some(self.tenant.id),
+                    kinds::COA_REQUEST,
+                    &json!({"action": "disconnect", "username": username}),
+                )
+                .await?;
+        }
         self.scope.delete_subscriber(s.id).await?;
         self.done(
             "subscriber.delete",

@@ -168,9 +168,64 @@ fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
     assert_eq!(out["results"][0]["result"]["outcome"], "nak", "{out}");
     assert_eq!(out["results"][0]["result"]["error_cause"], 503);
 
-    // Audited.
-    let tenant = json(proxpanel(dir.path()).args(["tenant", "show", "coaco"]));
-    assert_eq!(tenant["slug"], "coaco");
+    // A plan change of an online subscriber is pushed as CoA with the new rate.
+    ok(proxpanel(dir.path()).args([
+        "plan",
+        "add",
+        "--tenant",
+        "coaco",
+        "--name",
+        "20M",
+        "--download-kbps",
+        "20480",
+        "--upload-kbps",
+        "4096",
+    ]));
+    ok(proxpanel(dir.path()).args([
+        "subscriber",
+        "set",
+        "--tenant",
+        "coaco",
+        "--username",
+        "frank",
+        "--plan",
+        "20M",
+    ]));
+    let (n, from) = nas_sock
+        .recv_from(&mut buf)
+        .expect("CoA-Request reached the NAS");
+    let req = validate(&buf[..n]).unwrap();
+    assert_eq!(req.code(), Code::CoARequest);
+    assert!(verify_request(&req, b"coasecret").is_ok());
+    assert_eq!(
+        req.vsa(dict::VENDOR_MIKROTIK, dict::mikrotik::RATE_LIMIT),
+        Some(&b"4096k/20480k"[..])
+    );
+    nas_sock
+        .send_to(
+            &PacketBuilder::reply(&req, Code::CoAACK)
+                .unwrap()
+                .finish(b"coasecret"),
+            from,
+        )
+        .unwrap();
+
+    // Suspending the tenant disconnects its online sessions.
+    ok(proxpanel(dir.path()).args(["tenant", "suspend", "coaco"]));
+    let (n, from) = nas_sock
+        .recv_from(&mut buf)
+        .expect("Disconnect-Request on suspension");
+    let req = validate(&buf[..n]).unwrap();
+    assert_eq!(req.code(), Code::DisconnectRequest);
+    assert_eq!(req.attr(dict::USER_NAME), Some(&b"frank"[..]));
+    nas_sock
+        .send_to(
+            &PacketBuilder::reply(&req, Code::DisconnectACK)
+                .unwrap()
+                .finish(b"coasecret"),
+            from,
+        )
+        .unwrap();
 }
 
 #[test]

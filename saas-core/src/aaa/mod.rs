@@ -708,36 +708,7 @@ impl Engine {
         if let Some(p) = &plan {
             match nas.vendor {
                 NasVendor::Mikrotik => {
-                    let (down, up) = if fup {
-                        (
-                            p.fup_download_kbps.unwrap_or(p.download_kbps),
-                            p.fup_upload_kbps.unwrap_or(p.upload_kbps),
-                        )
-                    } else {
-                        (p.download_kbps, p.upload_kbps)
-                    };
-                    let burst = match (fup, p.burst_download_kbps, p.burst_upload_kbps) {
-                        (false, Some(bd), Some(bu)) => Some(dict::Burst {
-                            download_kbps: bd as u64,
-                            upload_kbps: bu as u64,
-                            threshold_download_kbps: p
-                                .burst_threshold_kbps
-                                .unwrap_or(p.download_kbps * 3 / 4)
-                                as u64,
-                            threshold_upload_kbps: p
-                                .burst_threshold_kbps
-                                .unwrap_or(p.upload_kbps * 3 / 4)
-                                as u64,
-                            time_download_s: p.burst_time_s.unwrap_or(8) as u32,
-                            time_upload_s: p.burst_time_s.unwrap_or(8) as u32,
-                        }),
-                        _ => None,
-                    };
-                    let rate = dict::mikrotik_rate_limit(&dict::RateLimit {
-                        download_kbps: down as u64,
-                        upload_kbps: up as u64,
-                        burst,
-                    });
+                    let rate = mikrotik_rate(p, fup);
                     attrs.push((
                         AttrOut::Vsa(dict::VENDOR_MIKROTIK, dict::mikrotik::RATE_LIMIT),
                         rate.into_bytes(),
@@ -951,6 +922,36 @@ impl Engine {
         tracing::error!(error = %e, tenant = %req.tenant, nas = %req.nas, "accounting not stored; not acknowledged (the NAS will retransmit)");
         self.dropped(req.tenant, "store_error")
     }
+}
+
+/// The Mikrotik-Rate-Limit of a plan (its FUP rate once the quota is used up).
+pub fn mikrotik_rate(p: &Plan, fup: bool) -> String {
+    let (down, up) = if fup {
+        (
+            p.fup_download_kbps.unwrap_or(p.download_kbps),
+            p.fup_upload_kbps.unwrap_or(p.upload_kbps),
+        )
+    } else {
+        (p.download_kbps, p.upload_kbps)
+    };
+    // Bursting stays off while throttled.
+    let burst = match (fup, p.burst_download_kbps, p.burst_upload_kbps) {
+        (false, Some(bd), Some(bu)) => Some(dict::Burst {
+            download_kbps: bd as u64,
+            upload_kbps: bu as u64,
+            threshold_download_kbps: p.burst_threshold_kbps.unwrap_or(p.download_kbps * 3 / 4)
+                as u64,
+            threshold_upload_kbps: p.burst_threshold_kbps.unwrap_or(p.upload_kbps * 3 / 4) as u64,
+            time_download_s: p.burst_time_s.unwrap_or(8) as u32,
+            time_upload_s: p.burst_time_s.unwrap_or(8) as u32,
+        }),
+        _ => None,
+    };
+    dict::mikrotik_rate_limit(&dict::RateLimit {
+        download_kbps: down as u64,
+        upload_kbps: up as u64,
+        burst,
+    })
 }
 
 #[cfg(test)]

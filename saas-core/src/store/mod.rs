@@ -760,6 +760,11 @@ impl TenantScope {
         dispatch!(self.store, acct_close_nas(self.tenant, nas, at, cause))
     }
 
+    /// Closes open sessions without an update since `before` (cause `Stale-Session`).
+    pub async fn close_stale_sessions(&self, before: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self.store, close_stale(self.tenant, before))
+    }
+
     /// Open sessions of a username (simultaneous use).
     pub async fn open_session_count(&self, username: &str) -> Result<i64> {
         dispatch!(self.store, open_sessions_of(self.tenant, username))
@@ -862,6 +867,19 @@ impl SystemScope {
     /// Sweeper: tenants marked deleted before `before`.
     pub async fn tenants_to_purge(&self, before: DateTime<Utc>) -> Result<Vec<TenantId>> {
         dispatch!(self.store, sys_tenants_to_purge(before))
+    }
+
+    /// Sweeper: tenants with open sessions not updated since `before`.
+    pub async fn tenants_with_stale_sessions(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<Vec<TenantId>> {
+        dispatch!(self.store, sys_tenants_with_stale_sessions(before))
+    }
+
+    /// Sweeper: (tenant, username) of online subscribers whose expiry has passed.
+    pub async fn expired_online(&self, now: DateTime<Utc>) -> Result<Vec<(TenantId, String)>> {
+        dispatch!(self.store, sys_expired_online(now))
     }
 
     /// DNS: every managed record.

@@ -637,6 +637,15 @@ impl Db {
         Ok(res.rows_affected())
     }
 
+    pub(super) async fn close_stale(&self, t: TenantId, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.write(t).await?;
+        // The session ended, as far as we know, at its last update.
+        let res = sqlx::query("UPDATE radius_sessions SET stopped_at = updated_at, terminate_cause = 'Stale-Session' WHERE tenant_id = $1 AND stopped_at IS NULL AND updated_at < $2")
+            .bind(t.0).bind(before).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected())
+    }
+
     pub(super) async fn open_sessions_of(&self, t: TenantId, username: &str) -> Result<i64> {
         let mut tx = self.read(t).await?;
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM radius_sessions WHERE tenant_id = $1 AND username = $2 AND stopped_at IS NULL")
@@ -780,6 +789,21 @@ impl Db {
     pub(super) async fn sys_tenants_to_purge(&self, before: DateTime<Utc>) -> Result<Vec<TenantId>> {
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM tenants WHERE status = 'deleted' AND deleted_at <= $1").bind(before).fetch_all(self.sys()).await?;
         Ok(ids.into_iter().map(TenantId).collect())
+    }
+
+    pub(super) async fn sys_tenants_with_stale_sessions(&self, before: DateTime<Utc>) -> Result<Vec<TenantId>> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT tenant_id FROM radius_sessions WHERE stopped_at IS NULL AND updated_at < $1")
+            .bind(before).fetch_all(self.sys()).await?;
+        Ok(ids.into_iter().map(TenantId).collect())
+    }
+
+    pub(super) async fn sys_expired_online(&self, now: DateTime<Utc>) -> Result<Vec<(TenantId, String)>> {
+        let rows = sqlx::query(
+            "SELECT DISTINCT r.tenant_id, r.username FROM radius_sessions r JOIN subscribers s ON s.tenant_id = r.tenant_id AND s.id = r.subscriber_id
+             WHERE r.stopped_at IS NULL AND s.expires_at IS NOT NULL AND s.expires_at <= $1",
+        )
+        .bind(now).fetch_all(self.sys()).await?;
+        rows.iter().map(|r| Ok((TenantId(r.try_get("tenant_id")?), r.try_get("username")?))).collect()
     }
 
     pub(super) async fn sys_dns_records(&self) -> Result<Vec<DnsRecord>> {

@@ -237,3 +237,110 @@ async fn operators_get_a_totp_enrolment_uri() {
             .is_user_error()
     );
 }
+
+#[tokio::test]
+async fn sweepers_close_stale_sessions_and_disconnect_the_expired() {
+    for (ts, p) in platforms().await {
+        p.provision_tenant(&request("sweep"), &Actor::cli())
+            .await
+            .unwrap();
+        let ops = p.tenant_ops("sweep", Actor::cli()).await.unwrap();
+        let past = saas_core::store::now() - chrono::Duration::days(1);
+        let sub = |u: &str, exp| NewSubscriber {
+            username: u.into(),
+            password: "p".into(),
+            plan_id: None,
+            expires_at: exp,
+            static_ip: None,
+            framed_ipv6_prefix: None,
+            delegated_ipv6_prefix: None,
+            mac_lock: None,
+            sim_use: None,
+        };
+        let gone = ops
+            .add_subscriber(sub("gone", Some(past)), None)
+            .await
+            .unwrap();
+        let live = ops.add_subscriber(sub("live", None), None).await.unwrap();
+        let nas = ops
+            .add_nas(&NewNas {
+                name: "n".into(),
+                vendor: NasVendor::Mikrotik,
+                ip: None,
+                secret: "s".into(),
+                message_auth: MessageAuthPolicy::Auto,
+                coa_port: 3799,
+                api_user: None,
+                api_password: None,
+                use_ssl: false,
+            })
+            .await
+            .unwrap();
+        let rec = |u: &str, id: &str, sub, age_s: i64| AcctRecord {
+            id: saas_core::ids::SessionId::new(),
+            kind: AcctKind::Start,
+            nas: nas.id,
+            subscriber: Some(sub),
+            username: u.into(),
+            acct_session_id: id.into(),
+            framed_ip: None,
+            calling_station_id: None,
+            nas_port_id: None,
+            session_time_s: 0,
+            input_octets: 0,
+            output_octets: 0,
+            terminate_cause: None,
+            at: saas_core::store::now() - chrono::Duration::seconds(age_s),
+        };
+        ops.scope()
+            .record_accounting(&[
+                rec("live", "old", live.id, 3600),
+                rec("live", "new", live.id, 5),
+                rec("gone", "x", gone.id, 5),
+            ])
+            .await
+            .unwrap();
+        let mut rx = p.bus().subscribe();
+        assert_eq!(
+            p.sweep_stale_sessions(Duration::from_secs(180))
+                .await
+                .unwrap(),
+            1,
+            "{}",
+            ts.backend
+        );
+        let open: Vec<String> = ops
+            .scope()
+            .sessions(true, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|s| s.acct_session_id)
+            .collect();
+        assert_eq!(open.len(), 2);
+        assert!(!open.contains(&"old".to_string()));
+        let closed = ops
+            .scope()
+            .sessions(false, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.acct_session_id == "old")
+            .unwrap();
+        assert_eq!(closed.terminate_cause.as_deref(), Some("Stale-Session"));
+        assert_eq!(p.sweep_expired().await.unwrap(), 1);
+        let mut asked = false;
+        while let Ok(Ok(ev)) = tokio::time::timeout(Duration::from_millis(800), rx.recv()).await {
+            if ev.kind == "coa.request" {
+                assert!(ev.payload.contains("\"gone\""), "{}", ev.payload);
+                asked = true;
+            }
+        }
+        assert!(
+            asked,
+            "{}: no coa.request for the expired subscriber",
+            ts.backend
+        );
+        ts.store.close().await;
+    }
+}
