@@ -177,7 +177,8 @@ fn engine_drop(engine: &Engine, reason: &'static str) {
     engine.count_drop(reason);
 }
 
-/// Clears caches when NAS or tenants change (the bus is a hint; the store is re-read).
+/// Clears caches when NAS, tenants, subscribers, plans or sessions change elsewhere (the bus is a
+/// hint; the store is re-read).
 pub async fn follow_changes(
     bus: Bus,
     engine: Arc<Engine>,
@@ -186,20 +187,37 @@ pub async fn follow_changes(
 ) {
     let mut rx = bus.subscribe();
     loop {
-        tokio::select! {
+        let ev = tokio::select! {
             r = rx.recv() => match r {
-                Ok(ev) if ev.kind == kinds::NAS_CHANGED || ev.kind == kinds::TENANT_CHANGED => {
-                    engine.invalidate_all();
-                    sources.clear();
-                }
-                Ok(_) => {}
+                Ok(ev) => ev,
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                     engine.invalidate_all();
                     sources.clear();
+                    continue;
                 }
                 Err(_) => return,
             },
             _ = stop.wait_for(|s| *s) => return,
+        };
+        match (ev.kind.as_str(), ev.tenant_id) {
+            (kinds::NAS_CHANGED, _) => {
+                engine.invalidate_all();
+                sources.clear();
+            }
+            (kinds::TENANT_CHANGED, Some(t)) => {
+                engine.invalidate_tenant(t);
+                sources.clear();
+            }
+            (kinds::SUBSCRIBER_CHANGED | kinds::PLAN_CHANGED, Some(t)) => {
+                engine.invalidate_tenant(t)
+            }
+            (kinds::SESSION_STARTED | kinds::SESSION_STOPPED, Some(t)) => {
+                let user = serde_json::from_str::<serde_json::Value>(&ev.payload)
+                    .ok()
+                    .and_then(|v| v["username"].as_str().map(str::to_owned));
+                engine.invalidate_sessions(t, user.as_deref());
+            }
+            _ => {}
         }
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod coa;
 mod metrics;
+mod state;
 pub mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 pub use self::metrics::AaaMetrics;
+use self::state::{AuthLogWriter, LiveState};
 use self::writer::{AcctOp, AcctWriter};
 use crate::ids::{NasId, TenantId};
 use crate::model::*;
@@ -187,6 +189,8 @@ struct Bucket {
 pub struct Engine {
     store: Store,
     writer: AcctWriter,
+    live: LiveState,
+    auth_log: AuthLogWriter,
     config: EngineConfig,
     metrics: AaaMetrics,
     nas: RwLock<HashMap<NasId, Arc<NasInfo>>>,
@@ -275,6 +279,8 @@ impl Engine {
         metrics: AaaMetrics,
     ) -> Self {
         Self {
+            auth_log: AuthLogWriter::start(store.clone()),
+            live: LiveState::default(),
             store,
             writer,
             config,
@@ -293,9 +299,20 @@ impl Engine {
             .remove(&nas);
     }
 
-    /// Forgets every cached NAS.
+    /// Forgets every cached NAS and all live state.
     pub fn invalidate_all(&self) {
         self.nas.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.live.forget_all();
+    }
+
+    /// Forgets what is cached about one tenant (tenant, subscriber or plan changed).
+    pub fn invalidate_tenant(&self, tenant: TenantId) {
+        self.live.forget_tenant(tenant);
+    }
+
+    /// Forgets open-session counts (a session started or stopped elsewhere).
+    pub fn invalidate_sessions(&self, tenant: TenantId, username: Option<&str>) {
+        self.live.forget_sessions_of(tenant, username);
     }
 
     /// Counts a datagram dropped before it reached the engine (listener-level reasons).
@@ -605,8 +622,8 @@ impl Engine {
             reason: reason.map(str::to_owned),
             calling_station_id: csid.map(str::to_owned),
         };
-        if let Err(err) = scope.log_auth(&e).await {
-            tracing::warn!(error = %err, "could not write the auth log");
+        if !self.auth_log.log(scope.tenant_id(), e) {
+            self.metrics.dropped("auth_log_queue_full");
         }
     }
 
@@ -639,14 +656,13 @@ impl Engine {
         };
         let ms_err = ms.map(|(r, c)| (r.ident, c));
         let reject = |r| Ok((Verdict::Reject(r), ms_err));
-        let tenant = scope.tenant().await?;
-        if tenant.status != TenantStatus::Active {
+        if self.live.tenant_status(scope).await? != TenantStatus::Active {
             return reject(RejectReason::TenantSuspended);
         }
-        let Some(sub) = scope.subscriber_by_username(username).await? else {
+        let Some(entry) = self.live.subscriber(scope, username).await? else {
             return reject(RejectReason::UnknownUser);
         };
-        let password = scope.subscriber_password(sub.id).await?;
+        let (sub, password, plan) = (&entry.sub, &entry.password, &entry.plan);
         let mut ms_success = None;
         let good = match method {
             Method::Pap => v.attr(dict::USER_PASSWORD).is_some_and(|h| {
@@ -680,16 +696,12 @@ impl Engine {
         {
             return reject(RejectReason::MacLock);
         }
-        let plan = match sub.plan_id {
-            Some(p) => scope.plan(p).await?,
-            None => None,
-        };
         let limit = sub
             .sim_use
             .or(plan.as_ref().map(|p| p.sim_use))
             .unwrap_or(1)
             .max(1);
-        if scope.open_session_count(username).await? >= limit {
+        if self.live.open_sessions(scope, username).await? >= limit {
             return reject(RejectReason::SimultaneousUse);
         }
         let mut fup = false;
@@ -905,6 +917,18 @@ impl Engine {
         };
         if let Err(e) = result {
             return self.store_failed(req, e);
+        }
+        // Counts are re-read after a Start or Stop (or On/Off), so simultaneous use stays exact.
+        for e in &effects {
+            let (Effect::SessionStarted { username, .. } | Effect::SessionStopped { username, .. }) =
+                e;
+            self.live.forget_sessions_of(req.tenant, Some(username));
+        }
+        if matches!(
+            status,
+            Some(dict::ACCT_STATUS_ACCOUNTING_ON) | Some(dict::ACCT_STATUS_ACCOUNTING_OFF)
+        ) {
+            self.live.forget_sessions_of(req.tenant, None);
         }
         self.metrics.accounting(status.unwrap_or(0));
         // Acknowledged only now: the record is committed.

@@ -790,9 +790,12 @@ impl TenantScope {
         dispatch!(self.store, nas_touch(self.tenant, nas, at))
     }
 
-    /// Appends a post-auth line.
-    pub async fn log_auth(&self, e: &AuthLogEntry) -> Result<()> {
-        dispatch!(self.store, auth_log_insert(self.tenant, e))
+    /// Appends post-auth lines (one transaction).
+    pub async fn log_auth(&self, entries: &[AuthLogEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        dispatch!(self.store, auth_log_insert(self.tenant, entries))
     }
 
     /// Newest post-auth lines.
