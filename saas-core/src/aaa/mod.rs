@@ -673,7 +673,7 @@ impl Engine {
             }),
             Method::MsChapV2 => match ms {
                 Some((resp, challenge)) => {
-                    let hash = chap::nt_password_hash(&password);
+                    let hash = chap::nt_password_hash(password);
                     ms_success =
                         chap::verify_mschapv2(&hash, &challenge, &resp, username.as_bytes())
                             .map(|s| (resp.ident, s));

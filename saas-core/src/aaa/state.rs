@@ -28,11 +28,13 @@ pub(super) struct SubEntry {
 }
 
 type Key = (TenantId, String);
+/// A cached lookup (None = no such user) and when it was made.
+type SubSlot = (Option<Arc<SubEntry>>, Instant);
 
 #[derive(Default)]
 pub(super) struct LiveState {
     tenants: RwLock<HashMap<TenantId, (TenantStatus, Instant)>>,
-    subs: RwLock<HashMap<Key, (Option<Arc<SubEntry>>, Instant)>>,
+    subs: RwLock<HashMap<Key, SubSlot>>,
     open: Mutex<HashMap<Key, (i64, Instant)>>,
 }
 
