@@ -379,3 +379,139 @@ async fn engine_never_panics_on_hostile_input() {
         "only {answered} answered: the generator does not reach the engine's policy code"
     );
 }
+
+async fn tenant_with_nas(ts: &testing::TestStore, slug: &str) -> (TenantId, saas_core::NasId) {
+    let t = TenantId::new();
+    let scope = ts.store.tenant(t);
+    scope
+        .insert_tenant(
+            &Slug::parse(slug).unwrap(),
+            slug,
+            "UTC",
+            TenantLimits::default(),
+            "10.200.0.0/24",
+        )
+        .await
+        .unwrap();
+    scope.set_status(TenantStatus::Active).await.unwrap();
+    let nas = scope
+        .create_nas(&NewNas {
+            name: "n".into(),
+            vendor: NasVendor::Mikrotik,
+            ip: None,
+            secret: "s3".into(),
+            message_auth: MessageAuthPolicy::Auto,
+            coa_port: 3799,
+            api_user: None,
+            api_password: None,
+            use_ssl: false,
+        })
+        .await
+        .unwrap();
+    (t, nas.id)
+}
+
+fn status_server(id: u8) -> Vec<u8> {
+    let mut auth = [0u8; 16];
+    auth[0] = id;
+    PacketBuilder::request(Code::StatusServer, id, auth)
+        .unwrap()
+        .finish(b"s3")
+}
+
+/// One tenant's flood is cut at its budget and counted; another tenant is still answered.
+#[tokio::test]
+async fn noisy_tenant_cannot_starve_others_and_drops_are_counted() {
+    let ts = testing::sqlite().await;
+    let (a, nas_a) = tenant_with_nas(&ts, "noisy").await;
+    let (b, nas_b) = tenant_with_nas(&ts, "quiet").await;
+    let m = saas_core::metrics::Metrics::new("sqlite", "memory");
+    let writer = AcctWriter::start(ts.store.clone(), ts.dir.path().join("spool.jsonl"));
+    let engine = Engine::new(
+        ts.store.clone(),
+        writer,
+        EngineConfig {
+            tenant_rps: 20,
+            ..Default::default()
+        },
+        AaaMetrics::register(&m),
+    );
+    let src = "127.0.0.1:5000".parse().unwrap();
+    let now = saas_core::store::now();
+    let mut answered_a = 0;
+    for i in 0..200u8 {
+        let d = status_server(i);
+        if engine
+            .handle(Request {
+                tenant: a,
+                nas: nas_a,
+                source: src,
+                datagram: &d,
+                now,
+            })
+            .await
+            .reply
+            .is_some()
+        {
+            answered_a += 1;
+        }
+    }
+    assert!(
+        (20..=25).contains(&answered_a),
+        "tenant A answered {answered_a} of 200 with a budget of 20/s"
+    );
+    for i in 0..10u8 {
+        let d = status_server(i);
+        assert!(
+            engine
+                .handle(Request {
+                    tenant: b,
+                    nas: nas_b,
+                    source: src,
+                    datagram: &d,
+                    now
+                })
+                .await
+                .reply
+                .is_some(),
+            "tenant B starved"
+        );
+    }
+    // Malformed input is dropped and counted by reason.
+    let out = engine
+        .handle(Request {
+            tenant: b,
+            nas: nas_b,
+            source: src,
+            datagram: &[1, 2, 3],
+            now,
+        })
+        .await;
+    assert!(out.reply.is_none() && out.dropped.is_some());
+    let text = m.encode();
+    assert!(
+        text.contains("proxpanel_radius_tenant_throttled_total{tenant=\""),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "proxpanel_radius_dropped_total{{reason=\"{}\"}}",
+            out.dropped.unwrap()
+        )),
+        "{text}"
+    );
+    // A wrong secret is an authentication failure, counted too.
+    let forged = PacketBuilder::request(Code::StatusServer, 9, [9; 16])
+        .unwrap()
+        .finish(b"not-the-secret");
+    let out = engine
+        .handle(Request {
+            tenant: b,
+            nas: nas_b,
+            source: src,
+            datagram: &forged,
+            now,
+        })
+        .await;
+    assert!(out.reply.is_none(), "forged Status-Server answered");
+}
