@@ -3,7 +3,11 @@
 #
 # ProxPanel SaaS: RADIUS benchmark against FreeRADIUS 3.2 on this machine, in one run.
 #
-#     sudo infra/bench/radius.sh            # ~5 min with the defaults (plus the release build)
+#     sudo infra/bench/radius.sh            # ~15 min with the defaults, plus the release build
+#     sudo REPS=3 infra/bench/radius.sh     # median of 3 (the box is noisy), ~20 min
+#
+# Most of the time goes into creating the 10,000 subscribers one CLI process each (~9 min on
+# 2 vCPUs); each measured point takes DURATION + WARMUP (+ a few s of checks).
 #
 # What it does (everything under one scratch directory, removed at the end):
 #   1. installs what is missing with apt-get (root only): freeradius, freeradius-postgresql,
@@ -27,9 +31,11 @@
 #      wrong password), then runs `proxpanel dev radius-load` against each — the same
 #      generator, concurrency and duration for all — auth against all three, acct against
 #      rlm_sql and proxpanel, WARMUP seconds first (not counted);
-#   6. prints one table (Access-Request/s and Accounting-Request/s, p50/p99, timeouts) and our
-#      ratio to each FreeRADIUS backend, and checks that every acknowledged accounting session is
-#      in the database (radacct / radius_sessions rows).
+#   6. prints one table (Access-Request/s and Accounting-Request/s, p50/p99, timeouts, CPU µs per
+#      request of server + PostgreSQL + generator in the measured window) and our ratio to each
+#      FreeRADIUS backend; checks that every acknowledged accounting session is in the database
+#      (radacct / radius_sessions rows); and, with PG_STATEMENTS=1, lists the SQL statements per
+#      request of each system (pg_stat_statements) to show where the time goes.
 #
 # Knobs (environment):
 #   DURATION=10          seconds per measurement
@@ -154,12 +160,13 @@ FR_VERSION=$(freeradius -v 2>/dev/null | sed -n '1{s/^[^0-9]*//;s/,.*//;p}')
 # FreeRADIUS keeps every answered request for cleanup_delay (5 s) to catch duplicates, keyed by
 # source port and identifier, and drops new ones beyond max_requests (default 16384, "256 ×
 # clients"). Each generator task has its own source port, so it can hold 256 entries: at 64
-# tasks the default is exactly full and FreeRADIUS drops requests ("16385 is too many").
-# Room for 2 × 256 per task at the highest concurrency.
-FR_MAX_REQUESTS=16384
+# tasks the default is exactly full and FreeRADIUS drops requests ("16385 is too many", seen
+# even at 32768 in bursts). Raised to 1024 per task at the highest concurrency, at least 65536
+# (memory only).
+FR_MAX_REQUESTS=65536
 for c in $CONCURRENCY; do
     [[ $c =~ ^[0-9]+$ ]] || die "CONCURRENCY must be numbers"
-    if [ $((c * 512)) -gt "$FR_MAX_REQUESTS" ]; then FR_MAX_REQUESTS=$((c * 512)); fi
+    if [ $((c * 1024)) -gt "$FR_MAX_REQUESTS" ]; then FR_MAX_REQUESTS=$((c * 1024)); fi
 done
 
 base=${BENCH_TMPDIR:-/tmp}
@@ -367,6 +374,7 @@ fr_start() {
     local name=$1 auth=$2 acct=$3
     freeradius -f -d "$WORK/raddb-$name" -l "$WORK/fr-$name.log" &
     FR_PID=$!
+    SERVER_PID=$FR_PID
     PIDS+=("$FR_PID")
     if ! wait_udp "$FR_PID" "$auth" "$acct"; then
         tail -30 "$WORK/fr-$name.log" >&2
@@ -397,6 +405,25 @@ check_auth() {
 
 # --- measurements ---------------------------------------------------------------------------
 
+# CPU time (clock ticks, user + system) of a process and its reaped children.
+proc_ticks() {
+    awk '{print $14 + $15 + $16 + $17}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# CPU ticks of our PostgreSQL: the postmaster (with reaped backends) plus live backends.
+pg_ticks() {
+    local pm t c
+    pm=$(head -1 "$PP_SVC_PG_DATA/postmaster.pid" 2>/dev/null) || { echo 0; return; }
+    t=$(proc_ticks "$pm")
+    for c in $(pgrep -P "$pm"); do
+        t=$((t + $(proc_ticks "$c")))
+    done
+    echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+# `time` (the bash keyword) prints user and system CPU seconds of the load generator.
+TIMEFORMAT="%U %S"
+
 # stmt_snapshot DBNAME FILE: per-statement calls and time in DBNAME since the last reset.
 stmt_snapshot() {
     pg "$PP_TEST_PG_SUPER_URL" -tA -F $'\t' -c "
@@ -409,9 +436,11 @@ stmt_snapshot() {
 # measure SYSTEM MODE PORT [DBNAME [ROWS_SQL]]: warm-up, then REPS × DURATION for every
 # concurrency; appends to $RESULTS. DBNAME: the system's database (statements per request are
 # recorded when PG_STATEMENTS=1). ROWS_SQL (returns "rows stopped"): checks that the acknowledged
-# sessions are in the database.
+# sessions are in the database. CPU time of the server ($SERVER_PID), of PostgreSQL (when DBNAME
+# is given) and of the load generator is recorded for the measured window.
 measure() {
     local sys=$1 mode=$2 port=$3 dbname=${4:-} rows_sql=${5:-} db c rep out before after idle stmts
+    local s0 s1 p0 p1 cpu
     for c in $CONCURRENCY; do
         if [ "$WARMUP" -gt 0 ]; then
             "$PP" dev radius-load --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
@@ -428,29 +457,40 @@ measure() {
             stmts=
             if [ -n "$dbname" ] && [ "$PG_STATEMENTS" = 1 ]; then
                 pg "$PP_TEST_PG_SUPER_URL" -tAc 'select pg_stat_statements_reset()' >/dev/null
-                stmts="$WORK/stmts-$(tr -c 'a-z0-9\n' '_' <<<"$sys-$mode-$c-$rep").tsv"
+                stmts="$WORK/stmts-$(tr '[:upper:]' '[:lower:]' <<<"$sys-$mode-$c-$rep" | tr -c 'a-z0-9\n' '_').tsv"
             fi
-            out=$("$PP" dev radius-load --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
-                --concurrency "$c" --duration "$DURATION" --mode "$mode" --password "$PASSWORD" --json) \
-                || die "$sys $mode c=$c: load failed: $out"
+            s0=$(proc_ticks "$SERVER_PID")
+            p0=0
+            [ -n "$dbname" ] && p0=$(pg_ticks)
+            if ! { time "$PP" dev radius-load --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
+                --concurrency "$c" --duration "$DURATION" --mode "$mode" --password "$PASSWORD" --json \
+                >"$WORK/load.json" 2>"$WORK/load.err"; } 2>"$WORK/load.time"; then
+                die "$sys $mode c=$c: load failed: $(cat "$WORK/load.err" "$WORK/load.json")"
+            fi
+            s1=$(proc_ticks "$SERVER_PID")
+            p1=0
+            [ -n "$dbname" ] && p1=$(pg_ticks)
+            out=$(cat "$WORK/load.json")
+            # server s, PostgreSQL s, load generator s (CPU seconds in the window)
+            cpu="$(python3 -c "print(round(($s1 - $s0) / $HZ, 2), round(($p1 - $p0) / $HZ, 2), round(sum(map(float, '$(cat "$WORK/load.time")'.split())), 2))")"
             [ -n "$stmts" ] && stmt_snapshot "$dbname" "$stmts"
             after=
             if [ -n "$rows_sql" ]; then
                 sleep 2
                 after=$(pg "$db" -tAF' ' -c "$rows_sql")
             fi
-            python3 - "$sys" "$mode" "$c" "$rep" "$out" "$before" "$after" "$idle" "$stmts" >>"$RESULTS" <<'EOF'
+            python3 - "$sys" "$mode" "$c" "$rep" "$out" "$before" "$after" "$idle" "$stmts" "$cpu" >>"$RESULTS" <<'EOF'
 import json, sys
-sys_, mode, c, rep, out, before, after, idle, stmts = sys.argv[1:10]
+sys_, mode, c, rep, out, before, after, idle, stmts, cpu = sys.argv[1:11]
 j = json.loads(out)
 rows = stopped = ""
 if before and after:
     b, a = [list(map(int, x.split())) for x in (before, after)]
     rows, stopped = a[0] - b[0], a[1] - b[1]
 print("\t".join(str(x) for x in (sys_, mode, c, rep, j["rps"], j["ok"], j["rejects"], j["timeouts"],
-                                 j.get("invalid", 0), j["p50_ms"], j["p99_ms"], rows, stopped, idle, stmts)))
+                                 j.get("invalid", 0), j["p50_ms"], j["p99_ms"], rows, stopped, idle, stmts, cpu)))
 EOF
-            log "$(tail -1 "$RESULTS" | awk -F'\t' '{printf "%s %s c=%s rep %s: %s req/s, ok %s, rejects %s, timeouts %s, p50 %s ms, p99 %s ms%s, %s%% idle before", $1,$2,$3,$4,$5,$6,$7,$8,$10,$11, ($12!="" ? ", db rows +" $12 " (stopped +" $13 ")" : ""), $14}')"
+            log "$(tail -1 "$RESULTS" | awk -F'\t' '{printf "%s %s c=%s rep %s: %s req/s, ok %s, rejects %s, timeouts %s, p50 %s ms, p99 %s ms%s, %s%% idle before, CPU s server/db/loadgen %s", $1,$2,$3,$4,$5,$6,$7,$8,$10,$11, ($12!="" ? ", db rows +" $12 " (stopped +" $13 ")" : ""), $14, $16}')"
         done
     done
 }
@@ -556,6 +596,7 @@ if want proxpanel; then
             PROXPANEL_DNS_LISTEN=off PROXPANEL_WG_LISTEN=off \
             "$PP" serve >"$WORK/proxpanel-$variant.log" 2>&1 &
         PP_PID=$!
+        SERVER_PID=$PP_PID
         PIDS+=("$PP_PID")
         if ! wait_udp "$PP_PID" "$PPA" "$PPB"; then
             tail -30 "$WORK/proxpanel-$variant.log" >&2
@@ -601,6 +642,18 @@ for r in rows:
         order.append(key)
     points[key].append(r)
 
+def cpu_per_req(rs):
+    # Median over the runs of CPU microseconds per answered request: server + PostgreSQL + generator.
+    per = []
+    for r in rs:
+        n = int(r[5]) + int(r[6])
+        if len(r) > 15 and r[15] and n:
+            per.append([float(x) * 1e6 / n for x in r[15].split()])
+    if not per:
+        return ""
+    m = [statistics.median(p[i] for p in per) for i in range(3)]
+    return f"{m[0]:.0f}+{m[1]:.0f}+{m[2]:.0f}"
+
 def med(key, col, cast=float):
     vals = [cast(r[col]) for r in points[key] if r[col] not in ("", "None")]
     return statistics.median(vals) if vals else None
@@ -612,7 +665,8 @@ print(f"FreeRADIUS {frv}; PostgreSQL {pgs}")
 for n in notes:
     print(n)
 print()
-hdr = ["system", "request", "conc", "req/s", "p50 ms", "p99 ms", "ok", "rejects", "timeouts", "db rows", "runs (req/s)", "idle% before"]
+hdr = ["system", "request", "conc", "req/s", "p50 ms", "p99 ms", "ok", "rejects", "timeouts", "db rows",
+       "CPU µs/req srv+db+gen", "runs (req/s)", "idle% before"]
 table = []
 for key in order:
     sys_, mode, c = key
@@ -623,10 +677,10 @@ for key in order:
     table.append([sys_, "Access-Request" if mode == "auth" else "Accounting-Request", str(c),
                   f"{med(key, 4):,.0f}", f"{med(key, 9):.3f}", f"{med(key, 10):.3f}",
                   str(sum(int(r[5]) for r in rs)), str(sum(int(r[6]) for r in rs)),
-                  str(sum(int(r[7]) for r in rs)), rows_,
+                  str(sum(int(r[7]) for r in rs)), rows_, cpu_per_req(rs),
                   " ".join(f"{float(r[4]):.0f}" for r in rs), " ".join(r[13] for r in rs)])
 w = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(hdr)]
-right = {3, 4, 5, 6, 7, 8}
+right = {3, 4, 5, 6, 7, 8, 10}
 def line(cells):
     print("  ".join(c.rjust(w[i]) if i in right else c.ljust(w[i]) for i, c in enumerate(cells)).rstrip())
 line(hdr)
