@@ -355,11 +355,11 @@ pub fn vsa_iter(value: &[u8]) -> VsaIter<'_> {
     match value.split_first_chunk::<4>() {
         Some((vendor, rest)) => VsaIter {
             vendor: u32::from_be_bytes(*vendor),
-            rest,
+            inner: crate::radius::wire::attributes(rest),
         },
         None => VsaIter {
             vendor: 0,
-            rest: &[],
+            inner: crate::radius::wire::attributes(&[]),
         },
     }
 }
@@ -368,30 +368,17 @@ pub fn vsa_iter(value: &[u8]) -> VsaIter<'_> {
 #[derive(Debug, Clone)]
 pub struct VsaIter<'a> {
     vendor: u32,
-    rest: &'a [u8],
+    // Sub-attributes have the same type-length-value layout as attributes.
+    inner: crate::radius::wire::AttrIter<'a>,
 }
 
 impl<'a> Iterator for VsaIter<'a> {
     type Item = (u32, u8, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let &[typ, len, ..] = self.rest else {
-            self.rest = &[];
-            return None;
-        };
-        let len = usize::from(len);
-        // Vendor-Length counts the type and length octets, so anything below 2 is garbage.
-        let parsed = if len >= 2 {
-            self.rest.split_at_checked(len)
-        } else {
-            None
-        };
-        let Some((sub, tail)) = parsed else {
-            self.rest = &[];
-            return None;
-        };
-        self.rest = tail;
-        Some((self.vendor, typ, sub.get(2..).unwrap_or_default()))
+        self.inner
+            .next()
+            .map(|(typ, value)| (self.vendor, typ, value))
     }
 }
 
