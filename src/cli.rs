@@ -298,6 +298,17 @@ pub enum SubscriberCmd {
         #[arg(long)]
         sim_use: Option<i64>,
     },
+    /// Import subscribers from a CSV file, all or nothing. The header names the columns:
+    /// username and password are required; plan, expires, mac, static_ip, ipv6_prefix,
+    /// delegated_prefix, sim_use are optional (an empty cell means none / the default).
+    Import {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// CSV file (`-` for standard input).
+        #[arg(long)]
+        file: std::path::PathBuf,
+    },
     /// Change a subscriber (`none` clears an optional field).
     Set {
         /// Tenant slug.

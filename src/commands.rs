@@ -642,6 +642,27 @@ async fn subscriber(ctx: &Context, as_json: bool, cmd: SubscriberCmd) -> Result<
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
             print_subscriber(&ops.subscriber(&username).await?, as_json);
         }
+        SubscriberCmd::Import { tenant, file } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+            } else {
+                std::fs::read_to_string(&file)
+            }
+            .map_err(|e| Fatal::usage(format!("cannot read {}: {e}", file.display())))?;
+            let rows = crate::import::parse_subscribers_csv(&text, |d| ops.parse_date(d))
+                .map_err(Fatal::usage)?;
+            let started = std::time::Instant::now();
+            let n = ops.import_subscribers(rows).await?;
+            if as_json {
+                output::json(&json!({"imported": n}));
+            } else {
+                println!(
+                    "{n} subscribers imported into {tenant} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
         SubscriberCmd::Delete { tenant, username } => {
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
             ops.delete_subscriber(&username).await?;

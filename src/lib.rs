@@ -6,6 +6,7 @@ mod commands;
 mod context;
 mod demo;
 mod dev_load;
+mod import;
 mod output;
 pub mod ports;
 mod radius_role;

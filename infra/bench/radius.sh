@@ -6,8 +6,8 @@
 #     sudo infra/bench/radius.sh            # ~15 min with the defaults, plus the release build
 #     sudo REPS=3 infra/bench/radius.sh     # median of 3 (the box is noisy), ~20 min
 #
-# Most of the time goes into creating the 10,000 subscribers one CLI process each (~9 min on
-# 2 vCPUs); each measured point takes DURATION + WARMUP (+ a few s of checks).
+# Each measured point takes DURATION + WARMUP (+ a few s of checks); setting up FreeRADIUS and
+# importing the subscribers takes about a minute.
 #
 # What it does (everything under one scratch directory, removed at the end):
 #   1. installs what is missing with apt-get (root only): freeradius, freeradius-postgresql,
@@ -22,7 +22,7 @@
 #        (b) FreeRADIUS, rlm_sql on PostgreSQL (packaged schema.sql; radcheck Cleartext-Password,
 #            radreply; accounting into radacct),
 #        (c) proxpanel on PostgreSQL: one tenant, one plan, USERS subscribers created with the CLI
-#            (`proxpanel subscriber add`, CREATE_PARALLEL at a time; the time is reported), served
+#            (`proxpanel subscriber import` from one CSV; the time is reported), served
 #            by `proxpanel serve` with role radius, once without and once with Redis (PP_VARIANTS);
 #      FreeRADIUS runs from a private copy of /etc/freeradius/3.0 with one lean virtual server on
 #      loopback: authorize { files | sql; pap }, authenticate { pap }, preacct { acct_unique },
@@ -44,7 +44,6 @@
 #   REPS=1               repetitions per point; the median is reported (the box is noisy: use 3)
 #   USERS=10000          users/subscribers
 #   SECRET=testing123    RADIUS shared secret
-#   CREATE_PARALLEL=8    parallel `proxpanel subscriber add` processes
 #   PP_VARIANTS="pg pg+redis"   proxpanel configurations to measure ("pg" = in-process cache)
 #   PG_DURABLE=1         0 keeps the test suite's fsync=off/synchronous_commit=off PostgreSQL
 #   PG_STATEMENTS=1      load pg_stat_statements and print, per system, the SQL statements per
@@ -73,7 +72,6 @@ REPS=${REPS:-1}
 USERS=${USERS:-10000}
 SECRET=${SECRET:-testing123}
 PASSWORD=password
-CREATE_PARALLEL=${CREATE_PARALLEL:-8}
 PP_VARIANTS=${PP_VARIANTS:-"pg pg+redis"}
 PG_DURABLE=${PG_DURABLE:-1}
 PG_STATEMENTS=${PG_STATEMENTS:-1}
@@ -141,7 +139,7 @@ forget_pid() {
 # --- prerequisites --------------------------------------------------------------------------
 
 [ "$(id -u)" -eq 0 ] || die "run as root (FreeRADIUS and PostgreSQL are started as root/postgres, packages installed with apt-get)"
-for v in DURATION WARMUP REPS USERS CREATE_PARALLEL QUIET_IDLE QUIET_WAIT; do
+for v in DURATION WARMUP REPS USERS QUIET_IDLE QUIET_WAIT; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number"
 done
 if [ "$USERS" -lt 1 ] || [ "$USERS" -gt 99999 ]; then die "USERS must be 1..99999"; fi
@@ -564,20 +562,19 @@ if want proxpanel; then
     "$PP" nas add --tenant bench --name bench-nas --ip 127.0.0.1 --secret "$SECRET" --vendor mikrotik >/dev/null \
         || die "proxpanel nas add failed"
 
-    log "proxpanel: creating $USERS subscribers with \`proxpanel subscriber add\` ($CREATE_PARALLEL in parallel)"
+    log "proxpanel: importing $USERS subscribers with \`proxpanel subscriber import\` (one CSV)"
+    { echo "username,password,plan,static_ip"
+      awk -v pw="$PASSWORD" '{print $1 "," pw ",p10m," $2}' "$WORK/users.txt"; } >"$WORK/users.csv"
     t0=$(date +%s.%N)
-    # shellcheck disable=SC2016  # expanded by the inner sh
-    if ! xargs -P "$CREATE_PARALLEL" -n 2 sh -c \
-        'exec "$0" subscriber add --tenant bench --username "$1" --password "'"$PASSWORD"'" --plan p10m --static-ip "$2" >/dev/null' \
-        "$PP" <"$WORK/users.txt" 2>"$WORK/subscriber-add.err"; then
-        head -20 "$WORK/subscriber-add.err" >&2
-        die "proxpanel subscriber add failed"
+    if ! "$PP" subscriber import --tenant bench --file "$WORK/users.csv" >/dev/null 2>"$WORK/subscriber-import.err"; then
+        head -20 "$WORK/subscriber-import.err" >&2
+        die "proxpanel subscriber import failed"
     fi
     t1=$(date +%s.%N)
     n=$(pg "$PGURL_BASE/proxpanel" -tAc 'select count(*) from subscribers')
     [ "$n" = "$USERS" ] || die "expected $USERS subscribers, found $n"
     CREATE_S=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
-    SETUP_NOTES+=("proxpanel: $USERS subscribers created in ${CREATE_S} s with \`proxpanel subscriber add\` × $USERS, $CREATE_PARALLEL in parallel ($(python3 -c "print(f'{$USERS / ($t1 - $t0):.0f}')")/s)")
+    SETUP_NOTES+=("proxpanel: $USERS subscribers imported in ${CREATE_S} s with \`proxpanel subscriber import\` ($(python3 -c "print(f'{$USERS / ($t1 - $t0):.0f}')")/s)")
     log "${SETUP_NOTES[-1]}"
 
     for variant in $PP_VARIANTS; do

@@ -544,6 +544,41 @@ impl TenantOps {
         Ok(sub)
     }
 
+    /// Adds many subscribers at once, all or nothing (plans by name per row, the tenant's
+    /// default plan where a row names none). Returns how many were added.
+    pub async fn import_subscribers(
+        &self,
+        rows: Vec<(NewSubscriber, Option<String>)>,
+    ) -> Result<usize> {
+        let plans = self.scope.plans().await?;
+        let default = plans.iter().find(|p| p.is_default).map(|p| p.id);
+        let mut subs = Vec::with_capacity(rows.len());
+        for (i, (mut s, plan)) in rows.into_iter().enumerate() {
+            s.plan_id = match plan.as_deref() {
+                Some(name) => Some(
+                    plans
+                        .iter()
+                        .find(|p| p.name == name)
+                        .map(|p| p.id)
+                        .ok_or_else(|| {
+                            PlatformError::Invalid(format!("row {}: no plan named {name:?}", i + 1))
+                        })?,
+                ),
+                None => default,
+            };
+            subs.push(s);
+        }
+        let n = self.scope.import_subscribers(&subs).await?;
+        self.done(
+            "subscriber.import",
+            &format!("{n} subscribers"),
+            kinds::SUBSCRIBER_CHANGED,
+            json!({"imported": n}),
+        )
+        .await?;
+        Ok(n)
+    }
+
     /// A subscriber by username, or NotFound.
     pub async fn subscriber(&self, username: &str) -> Result<Subscriber> {
         self.scope

@@ -612,3 +612,146 @@ fn sqlite_key_is_generated_once_with_private_mode() {
         );
     }
 }
+
+#[tokio::test]
+async fn subscriber_import_is_all_or_nothing_and_tenant_scoped() {
+    for t in targets().await {
+        let name = t.name();
+        create_tenant(&t, "imp-a");
+        create_tenant(&t, "imp-b");
+        // Plans are per tenant: tenant B's "gold" is its own.
+        let err = {
+            std::fs::write(dir_path_for_b(&t), "username,password,plan\nx,y,gold\n").unwrap();
+            usage_error(t.cmd().args([
+                "subscriber",
+                "import",
+                "--tenant",
+                "imp-b",
+                "--file",
+                dir_path_for_b(&t).to_str().unwrap(),
+            ]))
+        };
+        assert!(err.contains("no plan named"), "{name}: {err}");
+        for tenant in ["imp-a", "imp-b"] {
+            json(t.cmd().args([
+                "plan",
+                "add",
+                "--tenant",
+                tenant,
+                "--name",
+                "gold",
+                "--download-kbps",
+                "10240",
+                "--upload-kbps",
+                "2048",
+            ]));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("subs.csv");
+        // A duplicate username in the file: refused with its row, nothing written.
+        std::fs::write(
+            &file,
+            "username,password,plan\nu1,p1,gold\nu2,p2,\nu1,p3,\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let err =
+            usage_error(
+                t.cmd()
+                    .args(["subscriber", "import", "--tenant", "imp-a", "--file", f]),
+            );
+        assert!(
+            err.contains("row 3") && err.contains("twice"),
+            "{name}: {err}"
+        );
+        // An unknown plan names its row too.
+        std::fs::write(&file, "username,password,plan\nu1,p1,platinum\n").unwrap();
+        let err =
+            usage_error(
+                t.cmd()
+                    .args(["subscriber", "import", "--tenant", "imp-a", "--file", f]),
+            );
+        assert!(
+            err.contains("row 1") && err.contains("platinum"),
+            "{name}: {err}"
+        );
+        let list = json(t.cmd().args(["subscriber", "list", "--tenant", "imp-a"]));
+        assert_eq!(
+            list["items"].as_array().unwrap().len(),
+            0,
+            "{name}: nothing imported"
+        );
+
+        let mut csv = String::from("username,password,plan,mac,sim_use\n");
+        for i in 0..300 {
+            csv.push_str(&format!(
+                "user{i:04},pw{i},{},,{}\n",
+                if i == 0 { "gold" } else { "" },
+                if i == 1 { "3" } else { "" }
+            ));
+        }
+        std::fs::write(&file, &csv).unwrap();
+        let out = json(
+            t.cmd()
+                .args(["subscriber", "import", "--tenant", "imp-a", "--file", f]),
+        );
+        assert_eq!(out["imported"], 300, "{name}");
+        // The same usernames in another tenant are that tenant's own.
+        let out = json(
+            t.cmd()
+                .args(["subscriber", "import", "--tenant", "imp-b", "--file", f]),
+        );
+        assert_eq!(out["imported"], 300, "{name}");
+        let u0 = json(t.cmd().args([
+            "subscriber",
+            "show",
+            "--tenant",
+            "imp-a",
+            "--username",
+            "user0000",
+        ]));
+        assert_eq!(u0["plan"], "gold", "{name}: {u0}");
+        let u1 = json(t.cmd().args([
+            "subscriber",
+            "show",
+            "--tenant",
+            "imp-a",
+            "--username",
+            "user0001",
+        ]));
+        assert_eq!(u1["sim_use"], 3, "{name}: {u1}");
+        // Importing again collides with existing rows: refused, still 300.
+        let err =
+            usage_error(
+                t.cmd()
+                    .args(["subscriber", "import", "--tenant", "imp-a", "--file", f]),
+            );
+        assert!(err.contains("already exists"), "{name}: {err}");
+        let n = json(
+            t.cmd()
+                .args(["subscriber", "list", "--tenant", "imp-a", "--limit", "1000"]),
+        );
+        assert_eq!(n["items"].as_array().unwrap().len(), 300, "{name}");
+        // Deleting in one tenant leaves the other's subscriber alone.
+        ok(t.cmd().args([
+            "subscriber",
+            "delete",
+            "--tenant",
+            "imp-b",
+            "--username",
+            "user0005",
+        ]));
+        json(t.cmd().args([
+            "subscriber",
+            "show",
+            "--tenant",
+            "imp-a",
+            "--username",
+            "user0005",
+        ]));
+    }
+}
+
+fn dir_path_for_b(t: &Target) -> std::path::PathBuf {
+    t.dir.path().join("b.csv")
+}

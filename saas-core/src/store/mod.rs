@@ -485,6 +485,73 @@ impl TenantScope {
         })
     }
 
+    /// Adds many subscribers in one transaction: every row is checked first and nothing is
+    /// written unless all of them pass (the error names the 1-based row). Returns how many.
+    pub async fn import_subscribers(&self, rows: &[NewSubscriber]) -> Result<usize> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in rows.iter().enumerate() {
+            let row = |e: StoreError| StoreError::Invalid(format!("row {}: {e}", i + 1));
+            validate_username(&s.username).map_err(row)?;
+            validate_subscriber_fields(
+                s.static_ip.as_deref(),
+                s.framed_ipv6_prefix.as_deref(),
+                s.delegated_ipv6_prefix.as_deref(),
+                s.mac_lock.as_deref(),
+            )
+            .map_err(row)?;
+            if s.password.is_empty() {
+                return Err(row(StoreError::Invalid(
+                    "password must not be empty".into(),
+                )));
+            }
+            if !seen.insert(s.username.as_str()) {
+                return Err(row(StoreError::Invalid(format!(
+                    "username {:?} appears twice in the import",
+                    s.username
+                ))));
+            }
+        }
+        let mut plans = std::collections::HashSet::new();
+        for s in rows {
+            if let Some(p) = s.plan_id
+                && plans.insert(p)
+            {
+                self.check_plan(Some(p)).await?;
+            }
+        }
+        let t = self.tenant().await?;
+        let count = dispatch!(self.store, subscribers_count(self.tenant))?;
+        let after = count.saturating_add(i64::try_from(rows.len()).unwrap_or(i64::MAX));
+        if after > t.limits.max_subscribers {
+            return Err(StoreError::LimitReached(format!(
+                "importing {} subscribers would exceed this tenant's limit of {} (it has {count})",
+                rows.len(),
+                t.limits.max_subscribers
+            )));
+        }
+        let sealed: Vec<(SubscriberId, String)> = rows
+            .iter()
+            .map(|s| {
+                (
+                    SubscriberId::new(),
+                    self.store.secrets().seal_str(&s.password),
+                )
+            })
+            .collect();
+        dispatch!(
+            self.store,
+            subscribers_insert_many(self.tenant, rows, &sealed, now())
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => conflict(e, || {
+                "a subscriber in the import already exists in this tenant (nothing was imported)"
+                    .to_owned()
+            }),
+            e => e,
+        })?;
+        Ok(rows.len())
+    }
+
     /// Refuses a plan id that is not this tenant's (a foreign key alone would accept another
     /// tenant's plan).
     async fn check_plan(&self, plan: Option<PlanId>) -> Result<()> {

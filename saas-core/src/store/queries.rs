@@ -350,20 +350,25 @@ impl Db {
     }
 
     pub(super) async fn subscriber_insert(&self, t: TenantId, id: SubscriberId, s: &NewSubscriber, sealed: &str, now: DateTime<Utc>) -> Result<Subscriber> {
+        self.subscribers_insert_many(t, std::slice::from_ref(s), &[(id, sealed.to_owned())], now).await?;
+        self.subscriber_by_id(t, id).await?.ok_or_else(|| StoreError::NotFound(format!("subscriber {id}")))
+    }
+
+    pub(super) async fn subscribers_insert_many(&self, t: TenantId, rows: &[NewSubscriber], sealed: &[(SubscriberId, String)], now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write(t).await?;
-        sqlx::query(
-            "INSERT INTO subscribers (id, tenant_id, username, password, status, plan_id, expires_at, static_ip, framed_ipv6_prefix,
-                delegated_ipv6_prefix, mac_lock, sim_use, usage_reset_at, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)",
-        )
-        .bind(id.0).bind(t.0).bind(&s.username).bind(sealed).bind(s.plan_id.map(|p| p.0)).bind(s.expires_at)
-        .bind(s.static_ip.as_deref()).bind(s.framed_ipv6_prefix.as_deref()).bind(s.delegated_ipv6_prefix.as_deref())
-        .bind(s.mac_lock.as_deref().and_then(crate::store::normalize_mac)).bind(s.sim_use).bind(now)
-        .execute(&mut *tx).await?;
-        let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.id = $2")))
-            .bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        for (s, (id, pw)) in rows.iter().zip(sealed) {
+            sqlx::query(
+                "INSERT INTO subscribers (id, tenant_id, username, password, status, plan_id, expires_at, static_ip, framed_ipv6_prefix,
+                    delegated_ipv6_prefix, mac_lock, sim_use, usage_reset_at, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)",
+            )
+            .bind(id.0).bind(t.0).bind(&s.username).bind(pw).bind(s.plan_id.map(|p| p.0)).bind(s.expires_at)
+            .bind(s.static_ip.as_deref()).bind(s.framed_ipv6_prefix.as_deref()).bind(s.delegated_ipv6_prefix.as_deref())
+            .bind(s.mac_lock.as_deref().and_then(crate::store::normalize_mac)).bind(s.sim_use).bind(now)
+            .execute(&mut *tx).await?;
+        }
         tx.commit().await?;
-        subscriber_row(&row)
+        Ok(())
     }
 
     pub(super) async fn subscriber_by_username(&self, t: TenantId, username: &str) -> Result<Option<Subscriber>> {
