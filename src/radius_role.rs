@@ -6,7 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use saas_core::aaa::{Effect, Engine, Request};
+use saas_core::aaa::events::{EffectPublisher, parse_session_event};
+use saas_core::aaa::{Engine, Request};
 use saas_core::bus::{Bus, kinds};
 use saas_core::model::{DirectNas, TenantStatus};
 use saas_core::store::Store;
@@ -98,7 +99,7 @@ pub async fn serve(
     port: Port,
     engine: Arc<Engine>,
     sources: Arc<Sources>,
-    bus: Bus,
+    events: EffectPublisher,
     mut stop: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
@@ -124,8 +125,12 @@ pub async fn serve(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let (socket, engine, sources, bus) =
-            (socket.clone(), engine.clone(), sources.clone(), bus.clone());
+        let (socket, engine, sources, events) = (
+            socket.clone(),
+            engine.clone(),
+            sources.clone(),
+            events.clone(),
+        );
         tokio::spawn(async move {
             let _permit = permit;
             let Some(nas) = sources.lookup(src.ip()).await else {
@@ -153,22 +158,7 @@ pub async fn serve(
             {
                 tracing::debug!(error = %e, %src, "send_to failed");
             }
-            for e in out.effects {
-                let (kind, username, acct) = match e {
-                    Effect::SessionStarted {
-                        username,
-                        acct_session_id,
-                    } => (kinds::SESSION_STARTED, username, acct_session_id),
-                    Effect::SessionStopped {
-                        username,
-                        acct_session_id,
-                    } => (kinds::SESSION_STOPPED, username, acct_session_id),
-                };
-                let payload = serde_json::json!({"nas": nas.nas_id, "username": username, "acct_session_id": acct});
-                if let Err(err) = bus.publish(Some(nas.tenant_id), kind, &payload).await {
-                    tracing::debug!(error = %err, "could not publish {kind}");
-                }
-            }
+            events.publish(nas.tenant_id, out.effects);
         });
     }
 }
@@ -189,15 +179,18 @@ pub async fn follow_changes(
     loop {
         let ev = tokio::select! {
             r = rx.recv() => match r {
-                Ok(ev) => ev,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    engine.invalidate_all();
-                    sources.clear();
-                    continue;
-                }
+                Ok(ev) => Some(ev),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                 Err(_) => return,
             },
             _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(ev) = ev else {
+            // Events were missed: forget everything they might have changed.
+            engine.invalidate_all();
+            engine.resync_ledger().await;
+            sources.clear();
+            continue;
         };
         match (ev.kind.as_str(), ev.tenant_id) {
             (kinds::NAS_CHANGED, _) => {
@@ -205,17 +198,18 @@ pub async fn follow_changes(
                 sources.clear();
             }
             (kinds::TENANT_CHANGED, Some(t)) => {
-                engine.invalidate_tenant(t);
+                engine.invalidate_tenant(t).await;
                 sources.clear();
             }
             (kinds::SUBSCRIBER_CHANGED | kinds::PLAN_CHANGED, Some(t)) => {
-                engine.invalidate_tenant(t)
+                engine.invalidate_tenant(t).await
             }
             (kinds::SESSION_STARTED | kinds::SESSION_STOPPED, Some(t)) => {
-                let user = serde_json::from_str::<serde_json::Value>(&ev.payload)
-                    .ok()
-                    .and_then(|v| v["username"].as_str().map(str::to_owned));
-                engine.invalidate_sessions(t, user.as_deref());
+                let (origin, users) = parse_session_event(&ev.payload);
+                // Our own accounting already moved the ledger.
+                if origin != Some(engine.instance()) {
+                    engine.invalidate_sessions(t, users.as_deref()).await;
+                }
             }
             _ => {}
         }

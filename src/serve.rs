@@ -77,12 +77,16 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
         // Accounting that the store cannot take right now waits here, fsync'd, until it can.
         let spool = ctx.config.data_dir.join("accounting-spool.jsonl");
         let writer = saas_core::aaa::writer::AcctWriter::start(ctx.store.clone(), spool);
-        let engine = Arc::new(saas_core::aaa::Engine::new(
-            ctx.store.clone(),
-            writer,
-            cfg,
-            aaa_metrics,
-        ));
+        let mut engine = saas_core::aaa::Engine::new(ctx.store.clone(), writer, cfg, aaa_metrics);
+        // With Redis the session ledger is shared by every RADIUS node.
+        if let Some(conn) = ctx.cache.redis() {
+            engine = engine.with_ledger(Arc::new(saas_core::aaa::ledger::RedisLedger::new(conn)));
+        }
+        let engine = Arc::new(engine);
+        let events = saas_core::aaa::events::EffectPublisher::start(
+            ctx.platform.bus().clone(),
+            engine.instance(),
+        );
         let sources = Arc::new(radius_role::Sources::new(ctx.store.clone()));
         let listeners = [
             (
@@ -107,7 +111,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
                     port,
                     engine.clone(),
                     sources.clone(),
-                    ctx.platform.bus().clone(),
+                    events.clone(),
                     stop_rx.clone(),
                 ));
             }

@@ -41,6 +41,10 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, CacheError>;
     /// `redis` or `memory`.
     fn kind(&self) -> &'static str;
+    /// The Redis connection, when this cache is Redis (for structures beyond key-value).
+    fn redis(&self) -> Option<ConnectionManager> {
+        None
+    }
 }
 
 /// A key of one tenant, hash-tagged so Redis Cluster keeps a tenant's keys together.
@@ -216,5 +220,9 @@ impl Cache for RedisCache {
 
     fn kind(&self) -> &'static str {
         "redis"
+    }
+
+    fn redis(&self) -> Option<ConnectionManager> {
+        Some(self.conn.clone())
     }
 }

@@ -7,6 +7,8 @@
 //! quota. Accounting is acknowledged only after the store has committed it.
 
 pub mod coa;
+pub mod events;
+pub mod ledger;
 mod metrics;
 mod state;
 pub mod writer;
@@ -197,6 +199,8 @@ pub struct Engine {
     duplicates: Mutex<HashMap<DupKey, (Instant, Vec<u8>)>>,
     swept: Mutex<Option<Instant>>,
     buckets: Mutex<HashMap<TenantId, Bucket>>,
+    ledger: Arc<dyn ledger::Ledger>,
+    instance: uuid::Uuid,
 }
 
 impl std::fmt::Debug for Engine {
@@ -290,7 +294,20 @@ impl Engine {
             duplicates: Mutex::new(HashMap::new()),
             swept: Mutex::new(None),
             buckets: Mutex::new(HashMap::new()),
+            ledger: Arc::new(ledger::MemoryLedger::default()),
+            instance: uuid::Uuid::new_v4(),
         }
+    }
+
+    /// Keeps the session ledger there (Redis, shared by every node) instead of in-process.
+    pub fn with_ledger(mut self, ledger: Arc<dyn ledger::Ledger>) -> Self {
+        self.ledger = ledger;
+        self
+    }
+
+    /// This engine's id: session events it caused carry it as `origin`.
+    pub fn instance(&self) -> uuid::Uuid {
+        self.instance
     }
 
     /// Forgets what is cached about a NAS (on `nas.changed`).
@@ -301,20 +318,79 @@ impl Engine {
             .remove(&nas);
     }
 
-    /// Forgets every cached NAS and all live state.
+    /// Forgets every cached NAS, tenant and subscriber.
     pub fn invalidate_all(&self) {
         self.nas.write().unwrap_or_else(|p| p.into_inner()).clear();
         self.live.forget_all();
     }
 
-    /// Forgets what is cached about one tenant (tenant, subscriber or plan changed).
-    pub fn invalidate_tenant(&self, tenant: TenantId) {
+    /// Forgets what is cached about one tenant (tenant, subscriber or plan changed: a usage
+    /// reset or a new plan changes what the ledger must count).
+    pub async fn invalidate_tenant(&self, tenant: TenantId) {
         self.live.forget_tenant(tenant);
+        self.forget_ledger(tenant, None).await;
     }
 
-    /// Forgets open-session counts (a session started or stopped elsewhere).
-    pub fn invalidate_sessions(&self, tenant: TenantId, username: Option<&str>) {
-        self.live.forget_sessions_of(tenant, username);
+    /// Sessions started or stopped elsewhere (another node, the stale sweeper): an in-process
+    /// ledger re-seeds those subscribers from the store. `usernames` None = the whole tenant.
+    /// A shared ledger already has what other nodes' accounting did, so only sweeps count.
+    pub async fn invalidate_sessions(&self, tenant: TenantId, usernames: Option<&[String]>) {
+        match usernames {
+            Some(_) if self.ledger.shared() => {}
+            Some(users) => {
+                for u in users {
+                    self.forget_ledger(tenant, Some(u)).await;
+                }
+            }
+            None => self.forget_ledger(tenant, None).await,
+        }
+    }
+
+    /// After missed bus events: an in-process ledger re-seeds everything from the store.
+    pub async fn resync_ledger(&self) {
+        if let Err(e) = self.ledger.forget_local().await {
+            tracing::warn!(error = %e, "could not clear the session ledger");
+        }
+    }
+
+    async fn forget_ledger(&self, tenant: TenantId, username: Option<&str>) {
+        if let Err(e) = self.ledger.forget(tenant, username).await {
+            tracing::warn!(error = %e, %tenant, "could not clear the session ledger");
+        }
+    }
+
+    /// A subscriber's open sessions and usage: from the ledger, seeded from the store when cold.
+    /// If the cache fails, the store answers (slower, still exact).
+    async fn usage(
+        &self,
+        scope: &TenantScope,
+        username: &str,
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<ledger::Usage, crate::store::StoreError> {
+        match self.ledger.get(scope.tenant_id(), username).await {
+            Ok(Some(u)) => return Ok(u),
+            Ok(None) => {}
+            Err(e) => {
+                self.metrics.dropped("ledger_unavailable");
+                tracing::warn!(error = %e, "session ledger unavailable; reading the store");
+            }
+        }
+        let seed = scope.ledger_seed(username, since).await?;
+        let u = ledger::Usage {
+            open: seed.open.len() as i64,
+            input: seed
+                .open
+                .iter()
+                .fold(seed.closed.0, |a, (_, _, i, _)| a.saturating_add(*i)),
+            output: seed
+                .open
+                .iter()
+                .fold(seed.closed.1, |a, (_, _, _, o)| a.saturating_add(*o)),
+        };
+        if let Err(e) = self.ledger.seed(scope.tenant_id(), username, &seed).await {
+            tracing::debug!(error = %e, "could not seed the session ledger");
+        }
+        Ok(u)
     }
 
     /// Counts a datagram dropped before it reached the engine (listener-level reasons).
@@ -711,19 +787,18 @@ impl Engine {
             .or(plan.as_ref().map(|p| p.sim_use))
             .unwrap_or(1)
             .max(1);
-        if self.live.open_sessions(scope, username).await? >= limit {
+        let usage = self.usage(scope, username, sub.usage_reset_at).await?;
+        if usage.open >= limit {
             return reject(RejectReason::SimultaneousUse);
         }
         let mut fup = false;
         if let Some(p) = &plan
             && let Some(quota) = p.quota_bytes
+            && usage.input.saturating_add(usage.output) >= quota
         {
-            let (i, o) = scope.usage_since(username, sub.usage_reset_at).await?;
-            if i.saturating_add(o) >= quota {
-                match p.quota_action {
-                    QuotaAction::Reject => return reject(RejectReason::QuotaExhausted),
-                    QuotaAction::Fup => fup = true,
-                }
+            match p.quota_action {
+                QuotaAction::Reject => return reject(RejectReason::QuotaExhausted),
+                QuotaAction::Fup => fup = true,
             }
         }
         let mut attrs: Vec<(AttrOut, Vec<u8>)> = Vec::new();
@@ -886,8 +961,9 @@ impl Engine {
                     (i64::from(attr_u32(v, hi).unwrap_or(0)) << 32)
                         | i64::from(attr_u32(v, lo).unwrap_or(0))
                 };
-                let subscriber = match scope.subscriber_by_username(&username).await {
-                    Ok(s) => s.map(|s| s.id),
+                // From the cache: a warm accounting record costs one write, no read.
+                let subscriber = match self.live.subscriber(scope, &username).await {
+                    Ok(s) => s.map(|s| s.sub.id),
                     Err(e) => return self.store_failed(req, e),
                 };
                 let rec = AcctRecord {
@@ -910,6 +986,34 @@ impl Engine {
                         .map(terminate_cause_name),
                     at,
                 };
+                let (input, output) = (rec.input_octets, rec.output_octets);
+                let r = self.writer.submit(req.tenant, AcctOp::Record(rec)).await;
+                if r.is_ok() {
+                    let change = match kind {
+                        AcctKind::Start => ledger::Change::Start,
+                        AcctKind::Stop => ledger::Change::Stop,
+                        AcctKind::Interim => ledger::Change::Interim,
+                    };
+                    if let Err(e) = self
+                        .ledger
+                        .apply(
+                            req.tenant,
+                            &ledger::Record {
+                                username: &username,
+                                nas: req.nas,
+                                acct_session_id: &acct_id,
+                                change,
+                                input,
+                                output,
+                            },
+                        )
+                        .await
+                    {
+                        // The record is durable; the entry is re-seeded from the store.
+                        tracing::warn!(error = %e, "could not update the session ledger");
+                        self.forget_ledger(req.tenant, Some(&username)).await;
+                    }
+                }
                 match kind {
                     AcctKind::Start => effects.push(Effect::SessionStarted {
                         username,
@@ -921,24 +1025,19 @@ impl Engine {
                     }),
                     AcctKind::Interim => {}
                 }
-                self.writer.submit(req.tenant, AcctOp::Record(rec)).await
+                r
             }
             _ => return self.dropped(req.tenant, "unknown_acct_status"),
         };
         if let Err(e) = result {
             return self.store_failed(req, e);
         }
-        // Counts are re-read after a Start or Stop (or On/Off), so simultaneous use stays exact.
-        for e in &effects {
-            let (Effect::SessionStarted { username, .. } | Effect::SessionStopped { username, .. }) =
-                e;
-            self.live.forget_sessions_of(req.tenant, Some(username));
-        }
+        // Accounting-On/Off closed sessions of many subscribers: they are re-seeded.
         if matches!(
             status,
             Some(dict::ACCT_STATUS_ACCOUNTING_ON) | Some(dict::ACCT_STATUS_ACCOUNTING_OFF)
         ) {
-            self.live.forget_sessions_of(req.tenant, None);
+            self.forget_ledger(req.tenant, None).await;
         }
         self.metrics.accounting(status.unwrap_or(0));
         // Acknowledged only now: the record is committed.

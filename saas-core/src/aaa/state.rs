@@ -1,11 +1,11 @@
 //! What the engine keeps in memory so that a warm Access-Request costs no store round trip:
-//! tenant status, subscriber with password and plan, open-session counts. Entries expire after
-//! a short TTL and are dropped at once by bus events (`tenant.changed`, `subscriber.changed`,
-//! `plan.changed`, `session.started/stopped`); the store stays the source of truth. The auth log
-//! is written behind the reply, in batches.
+//! tenant status, subscriber with password and plan (open sessions and usage are in the ledger).
+//! Entries expire after a TTL (spread, so a warm cache does not go cold all at once) and are
+//! dropped at once by bus events (`tenant.changed`, `subscriber.changed`, `plan.changed`); the
+//! store stays the source of truth. The auth log is written behind the reply, in batches.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -16,8 +16,19 @@ use crate::store::{Store, StoreError, TenantScope};
 
 /// How long a cached entry is trusted without a bus event.
 const TTL: Duration = Duration::from_secs(60);
-/// Open-session counts are refreshed more often: another node may have started a session.
-const COUNT_TTL: Duration = Duration::from_secs(5);
+
+/// Between half and all of `ttl`, varying by key and time: entries loaded together (a warm-up
+/// burst) expire spread out instead of sending every lookup to the store at the same moment.
+fn spread(ttl: Duration, key: &str) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()));
+    let h = key
+        .bytes()
+        .fold(nanos, |a, b| a.wrapping_mul(0x100_0000_01b3) ^ u64::from(b));
+    let half = ttl / 2;
+    half + Duration::from_millis(h % (half.as_millis() as u64).max(1))
+}
 
 /// A subscriber as authentication needs it.
 #[derive(Debug)]
@@ -28,14 +39,13 @@ pub(super) struct SubEntry {
 }
 
 type Key = (TenantId, String);
-/// A cached lookup (None = no such user) and when it was made.
+/// A cached lookup (None = no such user) and when it expires.
 type SubSlot = (Option<Arc<SubEntry>>, Instant);
 
 #[derive(Default)]
 pub(super) struct LiveState {
     tenants: RwLock<HashMap<TenantId, (TenantStatus, Instant)>>,
     subs: RwLock<HashMap<Key, SubSlot>>,
-    open: Mutex<HashMap<Key, (i64, Instant)>>,
 }
 
 impl LiveState {
@@ -67,12 +77,12 @@ impl LiveState {
         username: &str,
     ) -> Result<Option<Arc<SubEntry>>, StoreError> {
         let key = (scope.tenant_id(), username.to_owned());
-        if let Some((e, at)) = self
+        if let Some((e, expires)) = self
             .subs
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            && at.elapsed() < TTL
+            && Instant::now() < *expires
         {
             return Ok(e.clone());
         }
@@ -92,34 +102,12 @@ impl LiveState {
             None => None,
         };
         let mut m = self.subs.write().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
         if m.len() > 200_000 {
-            m.retain(|_, (_, at)| at.elapsed() < TTL);
+            m.retain(|_, (_, expires)| now < *expires);
         }
-        m.insert(key, (entry.clone(), Instant::now()));
+        m.insert(key, (entry.clone(), now + spread(TTL, username)));
         Ok(entry)
-    }
-
-    pub(super) async fn open_sessions(
-        &self,
-        scope: &TenantScope,
-        username: &str,
-    ) -> Result<i64, StoreError> {
-        let key = (scope.tenant_id(), username.to_owned());
-        if let Some((n, at)) = self
-            .open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            && at.elapsed() < COUNT_TTL
-        {
-            return Ok(*n);
-        }
-        let n = scope.open_session_count(username).await?;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (n, Instant::now()));
-        Ok(n)
     }
 
     pub(super) fn forget_tenant(&self, tenant: TenantId) {
@@ -131,20 +119,6 @@ impl LiveState {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .retain(|(t, _), _| *t != tenant);
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(t, _), _| *t != tenant);
-    }
-
-    pub(super) fn forget_sessions_of(&self, tenant: TenantId, username: Option<&str>) {
-        let mut m = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        match username {
-            Some(u) => {
-                m.remove(&(tenant, u.to_owned()));
-            }
-            None => m.retain(|(t, _), _| *t != tenant),
-        }
     }
 
     pub(super) fn forget_all(&self) {
@@ -153,7 +127,6 @@ impl LiveState {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
         self.subs.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.open.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

@@ -847,6 +847,16 @@ impl TenantScope {
         dispatch!(self.store, usage_since(self.tenant, username, since))
     }
 
+    /// What the session ledger is seeded with: the username's open sessions with their
+    /// counters, and the octets of its closed sessions updated since `since`.
+    pub async fn ledger_seed(
+        &self,
+        username: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<crate::aaa::ledger::Seed> {
+        dispatch!(self.store, ledger_seed(self.tenant, username, since))
+    }
+
     /// Remembers that this NAS sends Message-Authenticator for `method` (pap, chap, mschap).
     pub async fn mark_message_auth_seen(&self, nas: NasId, method: &str) -> Result<()> {
         dispatch!(self.store, nas_mark_ma_seen(self.tenant, nas, method))

@@ -670,6 +670,23 @@ impl Db {
         Ok((row.try_get("i")?, row.try_get("o")?))
     }
 
+    pub(super) async fn ledger_seed(&self, t: TenantId, username: &str, since: Option<DateTime<Utc>>) -> Result<crate::aaa::ledger::Seed> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT nas_id, acct_session_id, input_octets, output_octets FROM radius_sessions WHERE tenant_id = $1 AND username = $2 AND stopped_at IS NULL")
+            .bind(t.0).bind(username).fetch_all(&mut *tx).await?;
+        let closed = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(input_octets), 0) AS BIGINT) AS i, CAST(COALESCE(SUM(output_octets), 0) AS BIGINT) AS o
+             FROM radius_sessions WHERE tenant_id = $1 AND username = $2 AND stopped_at IS NOT NULL AND ($3 IS NULL OR updated_at >= $3)",
+        )
+        .bind(t.0).bind(username).bind(since).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        let mut open = Vec::with_capacity(rows.len());
+        for r in &rows {
+            open.push((NasId(r.try_get("nas_id")?), r.try_get("acct_session_id")?, r.try_get("input_octets")?, r.try_get("output_octets")?));
+        }
+        Ok(crate::aaa::ledger::Seed { open, closed: (closed.try_get("i")?, closed.try_get("o")?) })
+    }
+
     pub(super) async fn nas_mark_ma_seen(&self, t: TenantId, nas: NasId, method: &str) -> Result<()> {
         let sql = match method {
             "pap" => "UPDATE nas_devices SET ma_seen_pap = TRUE WHERE tenant_id = $1 AND id = $2",

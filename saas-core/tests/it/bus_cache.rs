@@ -1,9 +1,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use saas_core::aaa::ledger::{Change, Ledger, MemoryLedger, Record, RedisLedger, Seed, Usage};
 use saas_core::bus::{Bus, kinds};
 use saas_core::cache::{self, Cache, MemoryCache, RedisCache};
 use saas_core::crypto::SecretBox;
+use saas_core::ids::{NasId, TenantId};
 use saas_core::store::Store;
 use saas_core::testing;
 
@@ -183,4 +185,94 @@ async fn bus_delivers_in_order_and_prunes() {
         assert_eq!(ev.payload, i.to_string());
     }
     assert_eq!(bus.prune(Duration::ZERO).await.unwrap(), 20);
+}
+
+async fn ledgers() -> Vec<Arc<dyn Ledger>> {
+    let mut v: Vec<Arc<dyn Ledger>> = vec![Arc::new(MemoryLedger::default())];
+    if let Some(url) = testing::redis_url() {
+        let c = RedisCache::connect(&url).await.unwrap();
+        v.push(Arc::new(RedisLedger::new(c.redis().unwrap())));
+    }
+    v
+}
+
+/// The in-process and the Redis ledger follow the same rules: absolute counters counted once,
+/// retransmits harmless, unseeded entries ignored, tenants apart.
+#[tokio::test]
+async fn session_ledger_same_rules_on_every_backend() {
+    for l in ledgers().await {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let nas = NasId::new();
+        let u = "alice";
+        let rec = |id: &'static str, change, input, output| Record {
+            username: u,
+            nas,
+            acct_session_id: id,
+            change,
+            input,
+            output,
+        };
+        // Not seeded: reads None, changes are ignored (the store has them).
+        assert_eq!(l.get(a, u).await.unwrap(), None, "{l:?}");
+        l.apply(a, &rec("s0", Change::Start, 0, 0)).await.unwrap();
+        assert_eq!(l.get(a, u).await.unwrap(), None, "{l:?}");
+
+        let seed = Seed {
+            open: vec![(nas, "s0".into(), 10, 20)],
+            closed: (1000, 2000),
+        };
+        l.seed(a, u, &seed).await.unwrap();
+        // A second seed does not overwrite a live entry.
+        l.seed(a, u, &Seed::default()).await.unwrap();
+        let want = |open, input, output| Usage {
+            open,
+            input,
+            output,
+        };
+        assert_eq!(
+            l.get(a, u).await.unwrap(),
+            Some(want(1, 1010, 2020)),
+            "{l:?}"
+        );
+
+        l.apply(a, &rec("s1", Change::Start, 0, 0)).await.unwrap();
+        l.apply(a, &rec("s1", Change::Start, 0, 0)).await.unwrap();
+        assert_eq!(
+            l.get(a, u).await.unwrap(),
+            Some(want(2, 1010, 2020)),
+            "{l:?}"
+        );
+        l.apply(a, &rec("s1", Change::Interim, 5_000_000_000, 7))
+            .await
+            .unwrap();
+        l.apply(a, &rec("s1", Change::Interim, 4, 4)).await.unwrap(); // late and lower
+        assert_eq!(
+            l.get(a, u).await.unwrap(),
+            Some(want(2, 5_000_001_010, 2027)),
+            "{l:?}"
+        );
+        l.apply(a, &rec("s1", Change::Stop, 5_000_000_100, 9))
+            .await
+            .unwrap();
+        l.apply(a, &rec("s1", Change::Stop, 5_000_000_100, 9))
+            .await
+            .unwrap();
+        assert_eq!(
+            l.get(a, u).await.unwrap(),
+            Some(want(1, 5_000_001_110, 2029)),
+            "{l:?}"
+        );
+        // The other tenant's alice is another subscriber.
+        assert_eq!(l.get(b, u).await.unwrap(), None, "{l:?}");
+        l.seed(b, u, &Seed::default()).await.unwrap();
+        l.apply(b, &rec("s1", Change::Start, 0, 0)).await.unwrap();
+        assert_eq!(l.get(b, u).await.unwrap(), Some(want(1, 0, 0)), "{l:?}");
+        assert_eq!(l.get(a, u).await.unwrap().unwrap().open, 1, "{l:?}");
+        // Forgetting one tenant leaves the other.
+        l.forget(a, None).await.unwrap();
+        assert_eq!(l.get(a, u).await.unwrap(), None, "{l:?}");
+        assert!(l.get(b, u).await.unwrap().is_some(), "{l:?}");
+        l.forget(b, Some(u)).await.unwrap();
+        assert_eq!(l.get(b, u).await.unwrap(), None, "{l:?}");
+    }
 }
