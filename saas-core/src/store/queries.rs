@@ -559,7 +559,26 @@ impl Db {
     /// Applies accounting records in one transaction (the caller acknowledges after it returns).
     pub(super) async fn acct_apply(&self, t: TenantId, records: &[AcctRecord]) -> Result<()> {
         let mut tx = self.write(t).await?;
-        for r in records {
+        // Runs of records with distinct (NAS, Acct-Session-Id): inside a run the order between
+        // records does not matter, so a backend may apply a run in bulk; the order of records of
+        // one session is kept because a repeated key starts a new run.
+        let mut run_start = 0;
+        let mut keys = std::collections::HashSet::new();
+        for (i, r) in records.iter().enumerate() {
+            if !keys.insert((r.nas, r.acct_session_id.as_str())) {
+                self.acct_run(&mut tx, t, &records[run_start..i]).await?;
+                keys.clear();
+                keys.insert((r.nas, r.acct_session_id.as_str()));
+                run_start = i;
+            }
+        }
+        self.acct_run(&mut tx, t, &records[run_start..]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// One accounting record, applied alone.
+    async fn acct_one(&self, tx: &mut Transaction<'static, DbKind>, t: TenantId, r: &AcctRecord) -> Result<()> {
             let started = r.at - chrono::Duration::seconds(r.session_time_s.max(0));
             let stop = r.kind == AcctKind::Stop;
             if r.kind == AcctKind::Start {
@@ -571,9 +590,9 @@ impl Db {
                 )
                 .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id)
                 .bind(started - chrono::Duration::seconds(5)).bind(started + chrono::Duration::seconds(5))
-                .fetch_optional(&mut *tx).await?;
+                .fetch_optional(&mut **tx).await?;
                 if again.is_some() {
-                    continue;
+                    return Ok(());
                 }
             } else {
                 // Counters only move up: a retransmit or a late Interim never lowers them.
@@ -590,9 +609,9 @@ impl Db {
                 )
                 .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id).bind(r.input_octets).bind(r.output_octets).bind(r.session_time_s)
                 .bind(r.framed_ip.as_deref()).bind(r.at).bind(stop).bind(r.terminate_cause.as_deref())
-                .execute(&mut *tx).await?;
+                .execute(&mut **tx).await?;
                 if res.rows_affected() > 0 {
-                    continue;
+                    return Ok(());
                 }
                 // No open session: a repeat of a Stop we already applied updates that row (never a
                 // second one); otherwise the Start was lost and this record opens the session.
@@ -602,7 +621,7 @@ impl Db {
                 )
                 .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id)
                 .bind(started - chrono::Duration::seconds(120)).bind(started + chrono::Duration::seconds(120))
-                .fetch_optional(&mut *tx).await?;
+                .fetch_optional(&mut **tx).await?;
                 if let Some(id) = closed {
                     sqlx::query(
                         "UPDATE radius_sessions SET
@@ -612,8 +631,8 @@ impl Db {
                          WHERE tenant_id = $1 AND id = $2",
                     )
                     .bind(t.0).bind(id).bind(r.input_octets).bind(r.output_octets).bind(r.session_time_s)
-                    .execute(&mut *tx).await?;
-                    continue;
+                    .execute(&mut **tx).await?;
+                    return Ok(());
                 }
             }
             sqlx::query(
@@ -626,10 +645,8 @@ impl Db {
             .bind(r.framed_ip.as_deref()).bind(r.calling_station_id.as_deref()).bind(r.nas_port_id.as_deref())
             .bind(started).bind(r.at).bind(if stop { Some(r.at) } else { None }).bind(r.session_time_s)
             .bind(r.input_octets).bind(r.output_octets).bind(r.terminate_cause.as_deref())
-            .execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            .execute(&mut **tx).await?;
+                Ok(())
     }
 
     /// Accounting-On/Off: closes every open session of the NAS.

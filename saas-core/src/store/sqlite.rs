@@ -10,6 +10,7 @@ use crate::ids::TenantId;
 use crate::store::{SQLITE_BUSY_TIMEOUT, StoreOptions, redact_url};
 
 type DbRow = sqlx::sqlite::SqliteRow;
+type DbKind = Sqlite;
 
 pub(super) struct Db {
     pool: Pool<Sqlite>,
@@ -78,6 +79,22 @@ impl Db {
 
     async fn lock_events(&self, _tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
         // SQLite has one writer at a time: ids commit in order already.
+        Ok(())
+    }
+}
+
+impl Db {
+    /// A run of accounting records with distinct sessions. SQLite is in-process: a statement
+    /// costs no round trip, so records go one by one.
+    async fn acct_run(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        t: TenantId,
+        run: &[AcctRecord],
+    ) -> Result<(), StoreError> {
+        for r in run {
+            self.acct_one(tx, t, r).await?;
+        }
         Ok(())
     }
 }

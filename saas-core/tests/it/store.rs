@@ -907,3 +907,88 @@ async fn accounting_is_absolute_and_idempotent() {
         ts.store.close().await;
     }
 }
+
+/// A batch (group commit) gives exactly the rows that the same records give one by one — on
+/// PostgreSQL a batch goes through the bulk statements, so this pins them to the one-by-one rules.
+#[tokio::test]
+async fn accounting_batch_equals_one_by_one() {
+    for ts in testing::each_backend().await {
+        let t0 = saas_core::store::now() - chrono::Duration::seconds(3600);
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let script = |nas| {
+            let mut v = Vec::new();
+            for n in 0..20i64 {
+                let id = format!("S{n}");
+                v.push(acct(AcctKind::Start, nas, &id, 0, 0, 0, at(n)));
+                v.push(acct(
+                    AcctKind::Interim,
+                    nas,
+                    &id,
+                    60,
+                    n * 100,
+                    n,
+                    at(n + 60),
+                ));
+                if n % 3 == 0 {
+                    // retransmitted Start and a late, lower Interim
+                    v.push(acct(AcctKind::Start, nas, &id, 0, 0, 0, at(n + 1)));
+                    v.push(acct(AcctKind::Interim, nas, &id, 30, 1, 1, at(n + 30)));
+                }
+                // Stops for even n, and for every fourth n the Stop again, later.
+                for (every, late) in [(2, 120), (4, 125)] {
+                    if n % every == 0 {
+                        let stop =
+                            acct(AcctKind::Stop, nas, &id, 120, n * 200, n * 2, at(n + late));
+                        v.push(stop);
+                    }
+                }
+            }
+            // lost Starts: an Interim and a Stop open their sessions
+            v.push(acct(AcctKind::Interim, nas, "L1", 50, 5, 5, at(500)));
+            v.push(acct(AcctKind::Stop, nas, "L2", 70, 7, 7, at(510)));
+            // Acct-Session-Id reused after a reboot
+            v.push(acct(AcctKind::Start, nas, "S1", 0, 0, 0, at(900)));
+            v.push(acct(AcctKind::Interim, nas, "S1", 60, 9, 9, at(960)));
+            v
+        };
+        let mut tables = Vec::new();
+        for (slug, chunk) in [
+            ("one-by-one", 1usize),
+            ("batch-all", 10_000),
+            ("batch-7", 7),
+        ] {
+            let a = tenant(&ts, slug).await;
+            let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
+            for c in script(nas.id).chunks(chunk) {
+                a.record_accounting(c).await.unwrap();
+            }
+            let mut rows: Vec<_> = a
+                .sessions(false, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.acct_session_id,
+                        s.started_at,
+                        s.stopped_at,
+                        s.input_octets,
+                        s.output_octets,
+                        s.terminate_cause,
+                        s.framed_ip,
+                    )
+                })
+                .collect();
+            rows.sort();
+            tables.push((slug, rows));
+        }
+        assert_eq!(tables[0].1.len(), 23, "{}: {:?}", ts.backend, tables[0].1);
+        for (slug, rows) in &tables[1..] {
+            assert_eq!(
+                rows, &tables[0].1,
+                "{}: {slug} differs from one-by-one",
+                ts.backend
+            );
+        }
+    }
+}
