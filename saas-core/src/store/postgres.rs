@@ -224,6 +224,33 @@ impl Db {
         }
         Ok(())
     }
+
+    /// Post-auth lines, one statement for the whole batch.
+    pub(super) async fn auth_log_insert(
+        &self,
+        t: TenantId,
+        entries: &[AuthLogEntry],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.write(t).await?;
+        sqlx::query(
+            "INSERT INTO auth_log (tenant_id, at, nas_id, username, method, outcome, reason, calling_station_id)
+             SELECT $1, u.at, u.nas, u.username, u.method, u.outcome, u.reason, u.csid
+             FROM unnest($2::timestamptz[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+                  AS u(at, nas, username, method, outcome, reason, csid)",
+        )
+        .bind(t.0)
+        .bind(entries.iter().map(|e| e.at).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.nas_id.map(|n| n.0)).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.username.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.method.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.outcome.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.reason.clone()).collect::<Vec<_>>())
+        .bind(entries.iter().map(|e| e.calling_station_id.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 include!("queries.rs");

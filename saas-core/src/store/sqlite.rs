@@ -97,6 +97,21 @@ impl Db {
         }
         Ok(())
     }
+
+    pub(super) async fn auth_log_insert(
+        &self,
+        t: TenantId,
+        entries: &[AuthLogEntry],
+    ) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        for e in entries {
+            sqlx::query("INSERT INTO auth_log (tenant_id, at, nas_id, username, method, outcome, reason, calling_station_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(t.0).bind(e.at).bind(e.nas_id.map(|n| n.0)).bind(&e.username).bind(e.method.as_deref()).bind(&e.outcome).bind(e.reason.as_deref()).bind(e.calling_station_id.as_deref())
+                .execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 }
 
 include!("queries.rs");

@@ -992,3 +992,36 @@ async fn accounting_batch_equals_one_by_one() {
         }
     }
 }
+
+#[tokio::test]
+async fn auth_log_batch_is_written_whole_and_per_tenant() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "alog-a").await;
+        let b = tenant(&ts, "alog-b").await;
+        let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
+        let base = saas_core::store::now();
+        let lines: Vec<AuthLogEntry> = (0..300)
+            .map(|i| AuthLogEntry {
+                at: base + chrono::Duration::milliseconds(i),
+                nas_id: (i % 2 == 0).then_some(nas.id),
+                username: format!("u{i}"),
+                method: (i % 3 == 0).then(|| "pap".to_owned()),
+                outcome: if i % 5 == 0 { "reject" } else { "accept" }.into(),
+                reason: (i % 5 == 0).then(|| "wrong password".to_owned()),
+                calling_station_id: None,
+            })
+            .collect();
+        a.log_auth(&lines).await.unwrap();
+        let got = a.auth_log(1000).await.unwrap();
+        assert_eq!(got.len(), 300, "{}", ts.backend);
+        let last = &got[0];
+        assert_eq!(last.username, "u299", "{}: newest first", ts.backend);
+        assert_eq!(last.nas_id, None);
+        assert_eq!(last.method, None);
+        let first = got.iter().find(|e| e.username == "u0").unwrap();
+        assert_eq!(first.nas_id, Some(nas.id));
+        assert_eq!(first.method.as_deref(), Some("pap"));
+        assert_eq!(first.reason.as_deref(), Some("wrong password"));
+        assert!(b.auth_log(1000).await.unwrap().is_empty(), "{}", ts.backend);
+    }
+}
