@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod admission;
+pub mod fuzzing;
 pub mod handshake;
 pub mod keys;
 pub mod metrics;

@@ -196,6 +196,13 @@ mod tests {
     }
 
     #[test]
+    fn compact_entry_is_small() {
+        // A never-connected peer: the Arc'd entry plus its map slots, far below the 2 KiB target.
+        let entry = std::mem::size_of::<Peer>();
+        assert!(entry < 512, "{entry} bytes");
+    }
+
+    #[test]
     fn drain_rules() {
         let now = Utc::now();
         let w = std::time::Duration::from_secs(600);

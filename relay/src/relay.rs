@@ -1379,10 +1379,10 @@ mod tests {
             queue_budget_bytes: 100,
             ..open()
         });
-        let a = Client::new(&r, TenantId::new(), "10.200.0.2/24", SRC);
+        let mut a = Client::new(&r, TenantId::new(), "10.200.0.2/24", SRC);
         // The relay initiates to a persisted endpoint; nothing answers yet.
-        let out = r.connect(&a.key, a.src);
-        assert_eq!(out.transmits.len(), 1);
+        let init = r.connect(&a.key, a.src);
+        assert_eq!(init.transmits.len(), 1);
         let peer = r.peer_of_nas(a.ident.nas_id).unwrap();
         let out = r.udp_send(&peer, 50000, 3799, &[0u8; 60], None).unwrap();
         assert!(
@@ -1392,6 +1392,17 @@ mod tests {
         assert_eq!(r.queued_bytes(), 88);
         r.udp_send(&peer, 50000, 3799, &[0u8; 60], None).unwrap();
         assert_eq!(r.metrics().dropped(DropReason::QueueFull), 1);
+        // The router answers the relay's initiation: the queued packet goes out.
+        let (response, _) = a.receive(&init);
+        assert_eq!(response.len(), 1);
+        let out = r.on_datagram(a.src, &response[0], Instant::now());
+        assert_eq!(r.queued_bytes(), 0);
+        let (_, inner) = a.receive(&out);
+        assert_eq!(inner.len(), 1);
+        let (s, d, p) = vnet::parse_udp(&inner[0]).unwrap();
+        assert_eq!((s.port(), d.port(), p.len()), (50000, 3799, 60));
+        assert!(r.status()[0].last_handshake.is_some());
+        r.udp_send(&peer, 50000, 3799, &[0u8; 600], None).unwrap();
         r.expire_peer(&a.key);
         assert_eq!(r.queued_bytes(), 0);
     }
