@@ -23,7 +23,16 @@ pub enum TransportError {
     Io(#[from] std::io::Error),
 }
 
-/// Reaches a NAS for CoA/Disconnect (UDP) and, later, the RouterOS API (TCP).
+/// A byte stream to a NAS: a socket for a direct NAS, a connection through the peer's virtual
+/// network for a tunnel NAS.
+pub trait AsyncReadWrite: tokio::io::AsyncRead + tokio::io::AsyncWrite {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + ?Sized> AsyncReadWrite for T {}
+
+/// What [`NasTransport::tcp_connect`] returns.
+pub type NasStream = Box<dyn AsyncReadWrite + Send + Unpin>;
+
+/// Reaches a NAS for CoA/Disconnect (UDP) and the RouterOS API (TCP).
 #[async_trait]
 pub trait NasTransport: Send + Sync + std::fmt::Debug {
     /// Sends `request` to the NAS's UDP `port` and returns the first datagram `accept` takes
@@ -37,6 +46,23 @@ pub trait NasTransport: Send + Sync + std::fmt::Debug {
         timeout: Duration,
         accept: &(dyn for<'b> Fn(&'b [u8]) -> bool + Send + Sync),
     ) -> Result<Vec<u8>, TransportError>;
+
+    /// Opens a TCP stream to the NAS's `port` (the RouterOS API), or times out.
+    ///
+    /// The default answers [`TransportError::Unreachable`]: a transport without streams.
+    async fn tcp_connect(
+        &self,
+        tenant: TenantId,
+        nas: &Nas,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<NasStream, TransportError> {
+        let _ = (tenant, port, timeout);
+        Err(TransportError::Unreachable(format!(
+            "this transport cannot open a TCP stream to NAS {}",
+            nas.name
+        )))
+    }
 }
 
 /// Plain sockets to a direct NAS's source address.
@@ -78,5 +104,26 @@ impl NasTransport for DirectTransport {
                 return Ok(buf[..n].to_vec());
             }
         }
+    }
+
+    async fn tcp_connect(
+        &self,
+        _tenant: TenantId,
+        nas: &Nas,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<NasStream, TransportError> {
+        let Some(ip) = nas.ip else {
+            return Err(TransportError::Unreachable(format!(
+                "NAS {} is reached through the WireGuard relay, which is not running in this process",
+                nas.name
+            )));
+        };
+        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect((ip, port)))
+            .await
+            .map_err(|_| TransportError::Timeout(timeout))??;
+        // RouterOS API exchanges are small request/response sentences.
+        stream.set_nodelay(true)?;
+        Ok(Box::new(stream))
     }
 }
