@@ -5,7 +5,9 @@
 #
 # Starts a throwaway PostgreSQL and Redis (infra/test-services.sh; installs
 # them with apt-get when missing and running as root), installs the end-to-end
-# tools (radclient from freeradius-utils; pyrad and pycryptodome with pip), checks the dependency
+# tools (radclient from freeradius-utils; pyrad and pycryptodome with pip;
+# wireguard-go, wg and friends for the real-peer harness via
+# infra/e2e/install-wg.sh), checks the dependency
 # tree for a single TLS crypto backend (ring), then runs
 #     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 # Works from any directory. CI runs it via .ci/run as root with CI=true.
@@ -60,6 +62,10 @@ if [ "${#EXTRA_APT_PACKAGES[@]}" -gt 0 ]; then
         pp_apt_install "${missing[@]}"
     fi
 fi
+
+# wireguard-go, wireguard-tools, ping, socat, ... for the real-peer WireGuard harness
+# (infra/e2e/wg-router.sh); apt-get only when something is missing.
+"$ROOT/infra/e2e/install-wg.sh"
 
 # pip into whatever python3 is first on PATH (pyenv, a venv, or Debian's, which refuses a plain
 # `pip install` as "externally managed" and needs --break-system-packages).
