@@ -670,6 +670,38 @@ pub struct PeerIdentity {
     pub tunnel_address: String,
 }
 
+/// A peer's status, as the relay reports it periodically.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeerStatusUpdate {
+    /// Latest handshake.
+    pub last_handshake: Option<DateTime<Utc>>,
+    /// Latest authenticated source.
+    pub endpoint: Option<String>,
+    /// Bytes received from the peer.
+    pub rx_bytes: i64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: i64,
+    /// Newest accepted handshake timestamp.
+    pub handshake_tai64: Option<[u8; 12]>,
+    /// Tunnel state of the NAS behind it.
+    pub state: TunnelState,
+}
+
+/// What a relay node loads for each peer at start.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RelayPeer {
+    /// Who the peer is.
+    pub identity: PeerIdentity,
+    /// Peer public key (base64).
+    pub public_key: String,
+    /// Router address last seen (to initiate handshakes at start).
+    pub endpoint: Option<String>,
+    /// Newest handshake TAI64N timestamp accepted (replay protection across restarts).
+    pub handshake_tai64: Option<Vec<u8>>,
+    /// Relay node holding it.
+    pub relay_node: Option<String>,
+}
+
 /// A direct-NAS lookup result: which tenant owns a source address.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DirectNas {

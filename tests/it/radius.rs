@@ -1592,6 +1592,52 @@ fn simultaneous_use_after_start() {
     assert_eq!(rejected, vec!["carol", "bob", "alice"], "{items:#?}");
 }
 
+/// Two RADIUS nodes sharing the store and Redis: a session started through one counts at once
+/// at the other (the session ledger lives in Redis), and a Stop frees it at once.
+#[test]
+fn two_nodes_share_the_session_ledger_in_redis() {
+    if !have_radclient() {
+        return;
+    }
+    let Some(redis) = saas_core::testing::redis_url() else {
+        return;
+    };
+    let env = Env::new();
+    env.tenant("acme");
+    env.plan("acme", "single", 10240, 2048, &["--sim-use", "1"]);
+    env.subscriber("acme", "alice", "alice-pw", &["--plan", "single"]);
+    env.nas("acme", "core", "127.0.0.1", "mt-secret", &[]);
+    let with_redis = [("PROXPANEL_REDIS_URL", redis.as_str())];
+    let (a, b) = (
+        env.serve_with(&with_redis, &[]),
+        env.serve_with(&with_redis, &[]),
+    );
+    let sec = "mt-secret";
+    let limit = "simultaneous-use limit reached";
+    // Both nodes warm: each has read alice and her (empty) ledger entry.
+    rc_pap(&a, sec, "alice", "alice-pw", "").expect("Access-Accept");
+    rc_pap(&b, sec, "alice", "alice-pw", "").expect("Access-Accept");
+    for round in 0..3 {
+        let id = format!("r{round}");
+        rc_acct(
+            &a,
+            sec,
+            &format!("Acct-Status-Type = Start, User-Name = \"alice\", Acct-Session-Id = \"{id}\""),
+        );
+        // No wait for any event: the other node sees the session right away.
+        rc_pap(&b, sec, "alice", "alice-pw", "").expect_reject(limit);
+        rc_acct(
+            &b,
+            sec,
+            &format!(
+                "Acct-Status-Type = Stop, User-Name = \"alice\", Acct-Session-Id = \"{id}\", \
+                 Acct-Terminate-Cause = User-Request"
+            ),
+        );
+        rc_pap(&a, sec, "alice", "alice-pw", "").expect("Access-Accept");
+    }
+}
+
 #[test]
 fn message_authenticator_policy() {
     if !have_radclient() {

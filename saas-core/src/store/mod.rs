@@ -761,6 +761,28 @@ impl TenantScope {
         })
     }
 
+    /// Removes a peer (its NAS's tunnel goes down); false when there is no such peer here.
+    pub async fn delete_peer(&self, id: PeerId) -> Result<bool> {
+        dispatch!(self.store, peer_delete(self.tenant, id))
+    }
+
+    /// Records a peer's tunnel status (like `wg show`) and its NAS's tunnel state.
+    pub async fn record_peer_status(&self, id: PeerId, st: &PeerStatusUpdate) -> Result<()> {
+        dispatch!(
+            self.store,
+            peer_status(
+                self.tenant,
+                id,
+                st.last_handshake,
+                st.endpoint.as_deref(),
+                st.rx_bytes,
+                st.tx_bytes,
+                st.handshake_tai64.as_ref().map(|b| &b[..]),
+                st.state.as_str()
+            )
+        )
+    }
+
     /// All peers.
     pub async fn peers(&self) -> Result<Vec<WgPeer>> {
         dispatch!(self.store, peers_list(self.tenant))
@@ -937,6 +959,11 @@ impl SystemScope {
     /// Direct RADIUS: which tenant's NAS owns this source address.
     pub async fn nas_by_source(&self, ip: IpAddr) -> Result<Option<DirectNas>> {
         dispatch!(self.store, sys_nas_by_source(&ip.to_string()))
+    }
+
+    /// Relay: every peer with what a relay node needs at start.
+    pub async fn relay_peers(&self) -> Result<Vec<RelayPeer>> {
+        dispatch!(self.store, sys_relay_peers())
     }
 
     /// Relay: who a WireGuard public key belongs to.

@@ -529,6 +529,34 @@ impl Db {
         peer_row(&row)
     }
 
+    pub(super) async fn peer_delete(&self, t: TenantId, id: PeerId) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let nas: Option<Uuid> = sqlx::query_scalar("DELETE FROM wg_peers WHERE tenant_id = $1 AND id = $2 RETURNING nas_id")
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        if let Some(nas) = nas {
+            sqlx::query("UPDATE nas_devices SET tunnel_state = 'down' WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(nas).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(nas.is_some())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn peer_status(&self, t: TenantId, id: PeerId, last_handshake: Option<DateTime<Utc>>, endpoint: Option<&str>, rx: i64, tx_bytes: i64, tai64: Option<&[u8]>, state: &str) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        let nas: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE wg_peers SET last_handshake = COALESCE($3, last_handshake), endpoint = COALESCE($4, endpoint), rx_bytes = $5, tx_bytes = $6,
+                handshake_tai64 = COALESCE($7, handshake_tai64) WHERE tenant_id = $1 AND id = $2 RETURNING nas_id",
+        )
+        .bind(t.0).bind(id.0).bind(last_handshake).bind(endpoint).bind(rx).bind(tx_bytes).bind(tai64)
+        .fetch_optional(&mut *tx).await?;
+        if let Some(nas) = nas {
+            sqlx::query("UPDATE nas_devices SET tunnel_state = $3, last_handshake_at = COALESCE($4, last_handshake_at) WHERE tenant_id = $1 AND id = $2")
+                .bind(t.0).bind(nas).bind(state).bind(last_handshake).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn peers_list(&self, t: TenantId) -> Result<Vec<WgPeer>> {
         let mut tx = self.read(t).await?;
         let rows = sqlx::query(q(format!("SELECT {PEER_COLS} FROM wg_peers WHERE tenant_id = $1 ORDER BY created_at"))).bind(t.0).fetch_all(&mut *tx).await?;
@@ -798,6 +826,29 @@ impl Db {
             .bind(ip).fetch_optional(self.sys()).await?;
         row.map(|r| Ok(DirectNas { tenant_id: TenantId(r.try_get("tenant_id")?), tenant_status: parse_enum(r.try_get("status")?)?, nas_id: NasId(r.try_get("id")?) }))
             .transpose()
+    }
+
+    pub(super) async fn sys_relay_peers(&self) -> Result<Vec<RelayPeer>> {
+        let rows = sqlx::query("SELECT p.id, p.tenant_id, p.nas_id, p.tunnel_address, p.public_key, p.endpoint, p.handshake_tai64, p.relay_node, t.status, t.suspended_at FROM wg_peers p JOIN tenants t ON t.id = p.tenant_id ORDER BY p.created_at")
+            .fetch_all(self.sys()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RelayPeer {
+                    identity: PeerIdentity {
+                        peer_id: PeerId(r.try_get("id")?),
+                        tenant_id: TenantId(r.try_get("tenant_id")?),
+                        tenant_status: parse_enum(r.try_get("status")?)?,
+                        suspended_at: r.try_get("suspended_at")?,
+                        nas_id: NasId(r.try_get("nas_id")?),
+                        tunnel_address: r.try_get("tunnel_address")?,
+                    },
+                    public_key: r.try_get("public_key")?,
+                    endpoint: r.try_get("endpoint")?,
+                    handshake_tai64: r.try_get("handshake_tai64")?,
+                    relay_node: r.try_get("relay_node")?,
+                })
+            })
+            .collect()
     }
 
     pub(super) async fn sys_peer_by_key(&self, key: &str) -> Result<Option<PeerIdentity>> {
