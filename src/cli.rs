@@ -49,6 +49,12 @@ pub enum Command {
     /// NAS devices (BNG routers) of a tenant.
     #[command(subcommand)]
     Nas(NasCmd),
+    /// WireGuard peers of tunnel NAS devices.
+    #[command(subcommand)]
+    Peer(PeerCmd),
+    /// This relay node.
+    #[command(subcommand)]
+    Relay(RelayCmd),
     /// RADIUS accounting sessions of a tenant.
     #[command(subcommand)]
     Session(SessionCmd),
@@ -431,6 +437,19 @@ pub enum NasCmd {
         #[arg(long)]
         tenant: String,
     },
+    /// Check a NAS's RouterOS API port through its path (the tunnel or the network), answered
+    /// by the running `serve` that holds that path.
+    Check {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 15)]
+        timeout: u64,
+    },
     /// Delete a NAS.
     Delete {
         /// Tenant slug.
@@ -439,6 +458,56 @@ pub enum NasCmd {
         /// Name.
         #[arg(long)]
         name: String,
+    },
+}
+
+/// `relay` commands.
+#[derive(Debug, Subcommand)]
+pub enum RelayCmd {
+    /// This node's WireGuard public key and the endpoint routers dial (creates the key on first use).
+    Show,
+}
+
+/// `peer` commands.
+#[derive(Debug, Subcommand)]
+pub enum PeerCmd {
+    /// Add the WireGuard peer of a tunnel NAS (`nas add --tunnel`). Prints the peer, and once,
+    /// the router's private key (when generated here) and the RouterOS script to paste.
+    Add {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// NAS name.
+        #[arg(long)]
+        nas: String,
+        /// The router's WireGuard public key (base64); without it a key pair is generated and
+        /// its private half is shown once, never stored.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// List peers with their tunnel status (like `wg show`).
+    List {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Remove the peer of a NAS (its tunnel drops at once).
+    Remove {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// NAS name.
+        #[arg(long)]
+        nas: String,
+    },
+    /// Render the RouterOS script again (it holds the NAS secret and API password; audited).
+    Script {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// NAS name.
+        #[arg(long)]
+        nas: String,
     },
 }
 

@@ -121,6 +121,10 @@ async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fata
         Command::Plan(cmd) => plan(ctx, as_json, cmd).await,
         Command::Subscriber(cmd) => subscriber(ctx, as_json, cmd).await,
         Command::Nas(cmd) => nas(ctx, as_json, cmd).await,
+        Command::Peer(cmd) => crate::peer_cmd::peer(ctx, as_json, cmd).await,
+        Command::Relay(crate::cli::RelayCmd::Show) => {
+            crate::peer_cmd::relay_show(ctx, as_json).await
+        }
         Command::Session(SessionCmd::List {
             tenant,
             online,
@@ -678,6 +682,37 @@ async fn subscriber(ctx: &Context, as_json: bool, cmd: SubscriberCmd) -> Result<
 
 async fn nas(ctx: &Context, as_json: bool, cmd: NasCmd) -> Result<(), Fatal> {
     match cmd {
+        NasCmd::Check {
+            tenant,
+            name,
+            timeout,
+        } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let nas = ops.nas_named(&name).await?;
+            let ev = ctx
+                .platform
+                .bus()
+                .request(
+                    Some(ops.tenant().id),
+                    saas_core::bus::kinds::NAS_CHECK,
+                    &json!({"nas": nas.id}),
+                    saas_core::bus::kinds::NAS_CHECK_RESULT,
+                    std::time::Duration::from_secs(timeout),
+                )
+                .await
+                .map_err(|e| Fatal::failure(e.to_string()))?;
+            let result: serde_json::Value = serde_json::from_str(&ev.payload)
+                .map_err(|e| Fatal::failure(format!("bad nas.check.result: {e}")))?;
+            if as_json {
+                output::json(&result);
+            } else {
+                println!(
+                    "{name}: API {} ({})",
+                    result["api"].as_str().unwrap_or("?"),
+                    result["detail"].as_str().unwrap_or("")
+                );
+            }
+        }
         NasCmd::Add {
             tenant,
             name,

@@ -8,8 +8,10 @@ mod demo;
 mod dev_load;
 mod import;
 mod output;
+mod peer_cmd;
 pub mod ports;
 mod radius_role;
+mod relay_role;
 mod serve;
 
 pub use cli::Cli;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use saas_core::aaa::events::{EffectPublisher, parse_session_event};
 use saas_core::aaa::{Engine, Request};
-use saas_core::bus::{Bus, kinds};
+use saas_core::bus::{Bus, Next, kinds, next_event, next_of_kind};
 use saas_core::model::{DirectNas, TenantStatus};
 use saas_core::store::Store;
 use tokio::net::UdpSocket;
@@ -177,13 +177,10 @@ pub async fn follow_changes(
 ) {
     let mut rx = bus.subscribe();
     loop {
-        let ev = tokio::select! {
-            r = rx.recv() => match r {
-                Ok(ev) => Some(ev),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
-                Err(_) => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
+        let ev = match next_event(&mut rx, &mut stop).await {
+            Next::Event(ev) => Some(ev),
+            Next::Lagged => None,
+            Next::Stopped => return,
         };
         let Some(ev) = ev else {
             // Events were missed: forget everything they might have changed.
@@ -240,18 +237,7 @@ pub async fn answer_coa_requests(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = bus.subscribe();
-    loop {
-        let ev = tokio::select! {
-            r = rx.recv() => match r {
-                Ok(ev) => ev,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(_) => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        if ev.kind != kinds::COA_REQUEST {
-            continue;
-        }
+    while let Some(ev) = next_of_kind(&mut rx, &mut stop, kinds::COA_REQUEST).await {
         let (Some(tenant), Ok(req)) = (
             ev.tenant_id,
             serde_json::from_str::<CoaRequest>(&ev.payload),

@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, ServeArgs};
 use crate::context;
-use crate::{Fatal, admin, demo, ports, radius_role};
+use crate::{Fatal, admin, demo, ports, radius_role, relay_role};
 
 /// Roles whose crates are not filled yet: `serve` says so instead of pretending.
-const NOT_YET_BUILT: [&str; 4] = ["relay", "api", "web", "dns"];
+const NOT_YET_BUILT: [&str; 3] = ["api", "web", "dns"];
 
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -67,7 +67,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             }
         });
     }
-    if ctx.config.has_role("radius") {
+    if ctx.config.has_role("radius") || ctx.config.has_role("relay") {
         let aaa_metrics = saas_core::aaa::AaaMetrics::register(&metrics);
         let cfg = saas_core::aaa::EngineConfig {
             interim_interval_s: ctx.config.radius_interim_s,
@@ -102,7 +102,11 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
                 "PROXPANEL_RADIUS_ACCT_LISTEN",
             ),
         ];
+        let radius = ctx.config.has_role("radius");
         for (listen, port, what, setting) in listeners {
+            if !radius {
+                break;
+            }
             if let Listen::On(addr) = listen {
                 let socket = ports::bind_udp(addr, what, setting).await?;
                 tracing::info!(%addr, "{what}");
@@ -116,8 +120,34 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
                 ));
             }
         }
-        let coa =
-            saas_core::aaa::coa::CoaClient::new(Arc::new(saas_core::transport::DirectTransport));
+        // The relay answers RADIUS from the tunnels with the same engine.
+        let mut relay = None;
+        if ctx.config.has_role("relay")
+            && let Listen::On(addr) = ctx.config.wg_listen
+        {
+            let socket = ports::bind_udp(addr, "WireGuard relay", "PROXPANEL_WG_LISTEN").await?;
+            tracing::info!(%addr, "WireGuard relay listener");
+            relay = Some(
+                relay_role::start(
+                    &ctx,
+                    socket,
+                    engine.clone(),
+                    events.clone(),
+                    &metrics,
+                    &mut tasks,
+                    stop_rx.clone(),
+                )
+                .await?,
+            );
+        }
+        let transport = relay_role::Transport::new(relay);
+        tasks.spawn(relay_role::answer_nas_checks(
+            ctx.platform.bus().clone(),
+            ctx.store.clone(),
+            transport.clone(),
+            stop_rx.clone(),
+        ));
+        let coa = saas_core::aaa::coa::CoaClient::new(Arc::new(transport));
         tasks.spawn(radius_role::answer_coa_requests(
             ctx.platform.bus().clone(),
             ctx.store.clone(),

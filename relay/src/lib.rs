@@ -21,6 +21,9 @@ pub mod server;
 pub mod tcp;
 pub mod vnet;
 
+/// The x25519 types of the relay's keys (boringtun's re-export of x25519-dalek).
+pub use boringtun::x25519;
+
 pub use handshake::Tai64N;
 pub use metrics::RelayMetrics;
 pub use relay::{Output, PeerError, PeerStatus, RadiusRequest, Relay, RelayConfig};

@@ -39,6 +39,10 @@ pub mod kinds {
     pub const COA_RESULT: &str = "coa.result";
     /// DNS data changed.
     pub const DNS_CHANGED: &str = "dns.changed";
+    /// Request: check that a NAS is reachable (RouterOS API port through its path).
+    pub const NAS_CHECK: &str = "nas.check";
+    /// Result of a `nas.check`.
+    pub const NAS_CHECK_RESULT: &str = "nas.check.result";
 }
 
 /// Bus failures.
@@ -345,6 +349,48 @@ async fn pg_wake_task(
                 }
             },
             _ = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// What a follower of the bus gets next.
+#[derive(Debug)]
+pub enum Next {
+    /// An event.
+    Event(Arc<StoredEvent>),
+    /// Events were missed (the follower was too slow): re-read what it caches.
+    Lagged,
+    /// Shut down, or the bus is gone.
+    Stopped,
+}
+
+/// The next event for a follower loop, or why there is none.
+pub async fn next_event(
+    rx: &mut broadcast::Receiver<Arc<StoredEvent>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Next {
+    tokio::select! {
+        r = rx.recv() => match r {
+            Ok(ev) => Next::Event(ev),
+            Err(broadcast::error::RecvError::Lagged(_)) => Next::Lagged,
+            Err(broadcast::error::RecvError::Closed) => Next::Stopped,
+        },
+        _ = stop.wait_for(|s| *s) => Next::Stopped,
+    }
+}
+
+/// The next event of `kind` (missed events are skipped: requests are retried by their
+/// callers); None once stopped.
+pub async fn next_of_kind(
+    rx: &mut broadcast::Receiver<Arc<StoredEvent>>,
+    stop: &mut watch::Receiver<bool>,
+    kind: &str,
+) -> Option<Arc<StoredEvent>> {
+    loop {
+        match next_event(rx, stop).await {
+            Next::Event(ev) if ev.kind == kind => return Some(ev),
+            Next::Event(_) | Next::Lagged => {}
+            Next::Stopped => return None,
         }
     }
 }

@@ -169,6 +169,14 @@ pub struct Config {
     pub wg_tunnel_subnet: ipnet::Ipv4Net,
     /// This relay node's name.
     pub relay_node: String,
+    /// Handshake initiations a second, all peers together, before cookies (0 = off).
+    pub wg_handshake_rate: u64,
+    /// Handshake initiations a second per source address (0 = off).
+    pub wg_source_handshake_rate: u32,
+    /// Handshake initiations a second per tenant (0 = off).
+    pub wg_tenant_handshake_rate: u32,
+    /// How long a suspended tenant's tunnels stay up (its sessions get their Disconnect first).
+    pub wg_drain_s: u64,
     /// Authoritative DNS.
     pub dns_listen: Listen,
     /// NS names and glue addresses.
@@ -255,6 +263,10 @@ struct RawWg {
     public_endpoint: Option<String>,
     tunnel_subnet: Option<String>,
     node: Option<String>,
+    handshake_rate: Option<StrOrNum>,
+    source_handshake_rate: Option<StrOrNum>,
+    tenant_handshake_rate: Option<StrOrNum>,
+    drain_s: Option<StrOrNum>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -456,6 +468,30 @@ pub const SETTINGS: &[Setting] = &[
         key: "wg.node",
         default: "host name",
         meaning: "this relay node's name",
+    },
+    Setting {
+        env: "PROXPANEL_WG_HANDSHAKE_RATE",
+        key: "wg.handshake_rate",
+        default: "2000",
+        meaning: "WireGuard handshake initiations per second, all peers together, before the relay answers with cookies (0 = off, for benchmarks)",
+    },
+    Setting {
+        env: "PROXPANEL_WG_SOURCE_HANDSHAKE_RATE",
+        key: "wg.source_handshake_rate",
+        default: "50",
+        meaning: "handshake initiations per second per source address (0 = off)",
+    },
+    Setting {
+        env: "PROXPANEL_WG_TENANT_HANDSHAKE_RATE",
+        key: "wg.tenant_handshake_rate",
+        default: "100",
+        meaning: "handshake initiations per second per tenant, once the peer is known (0 = off)",
+    },
+    Setting {
+        env: "PROXPANEL_WG_DRAIN",
+        key: "wg.drain_s",
+        default: "600",
+        meaning: "seconds a suspended tenant's tunnels stay up (online sessions get their Disconnect first)",
     },
     Setting {
         env: "PROXPANEL_DNS_LISTEN",
@@ -782,6 +818,26 @@ impl Config {
             wg_public_endpoint,
             wg_tunnel_subnet,
             relay_node,
+            wg_handshake_rate: parse(
+                "wg.handshake_rate",
+                take("wg.handshake_rate").unwrap_or(("2000".into(), Origin::Default)),
+                "expected handshakes per second (0 = off)",
+            )?,
+            wg_source_handshake_rate: parse(
+                "wg.source_handshake_rate",
+                take("wg.source_handshake_rate").unwrap_or(("50".into(), Origin::Default)),
+                "expected handshakes per second (0 = off)",
+            )?,
+            wg_tenant_handshake_rate: parse(
+                "wg.tenant_handshake_rate",
+                take("wg.tenant_handshake_rate").unwrap_or(("100".into(), Origin::Default)),
+                "expected handshakes per second (0 = off)",
+            )?,
+            wg_drain_s: parse(
+                "wg.drain_s",
+                take("wg.drain_s").unwrap_or(("600".into(), Origin::Default)),
+                "expected seconds",
+            )?,
             dns_listen: listen("dns.listen", take("dns.listen"), "127.0.0.1:1053")?,
             dns_nameservers,
             dns_secondaries,
@@ -851,6 +907,16 @@ fn flatten_file(raw: RawFile) -> Vec<(&'static str, String)> {
         ("wg.public_endpoint", wg.public_endpoint),
         ("wg.tunnel_subnet", wg.tunnel_subnet),
         ("wg.node", wg.node),
+        ("wg.handshake_rate", wg.handshake_rate.map(StrOrNum::text)),
+        (
+            "wg.source_handshake_rate",
+            wg.source_handshake_rate.map(StrOrNum::text),
+        ),
+        (
+            "wg.tenant_handshake_rate",
+            wg.tenant_handshake_rate.map(StrOrNum::text),
+        ),
+        ("wg.drain_s", wg.drain_s.map(StrOrNum::text)),
     ]);
     let d = raw.dns.unwrap_or_default();
     out.extend([

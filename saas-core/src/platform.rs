@@ -689,6 +689,99 @@ impl TenantOps {
         Ok(nas)
     }
 
+    /// A NAS by name, or NotFound.
+    pub async fn nas_named(&self, name: &str) -> Result<Nas> {
+        self.scope
+            .nas_by_name(name)
+            .await?
+            .ok_or_else(|| PlatformError::NotFound(format!("NAS {name:?}")))
+    }
+
+    /// Adds the WireGuard peer of a tunnel NAS: the tunnel address is the first free host of
+    /// the tenant's tunnel subnet after the relay's .1. The public key comes from the router
+    /// or from a key pair the caller generated (whose private half is never stored).
+    pub async fn add_peer(
+        &self,
+        nas_name: &str,
+        public_key: &str,
+        relay_node: &str,
+    ) -> Result<WgPeer> {
+        let nas = self.nas_named(nas_name).await?;
+        if nas.ip.is_some() {
+            return Err(PlatformError::Invalid(format!(
+                "NAS {nas_name:?} is a direct NAS (it has a source address); add it with --tunnel to reach it through the relay"
+            )));
+        }
+        let peers = self.scope.peers().await?;
+        if peers.iter().any(|p| p.nas_id == nas.id) {
+            return Err(PlatformError::Conflict(format!(
+                "NAS {nas_name:?} already has a peer (remove it first to replace its key)"
+            )));
+        }
+        let net: ipnet::Ipv4Net = self.tenant.tunnel_subnet.parse().map_err(|_| {
+            PlatformError::Invalid(format!(
+                "the tenant's tunnel subnet {:?} is not an IPv4 CIDR",
+                self.tenant.tunnel_subnet
+            ))
+        })?;
+        let used: std::collections::HashSet<std::net::Ipv4Addr> = peers
+            .iter()
+            .filter_map(|p| p.tunnel_address.parse::<ipnet::Ipv4Net>().ok())
+            .map(|n| n.addr())
+            .collect();
+        let addr = net
+            .hosts()
+            .skip(1) // .1 is the relay
+            .find(|a| !used.contains(a))
+            .ok_or_else(|| {
+                PlatformError::Store(StoreError::LimitReached(format!(
+                    "the tunnel subnet {net} has no free address left"
+                )))
+            })?;
+        let cidr = format!("{addr}/{}", net.prefix_len());
+        let peer = self
+            .scope
+            .create_peer(nas.id, public_key, None, &cidr, Some(relay_node))
+            .await?;
+        self.done(
+            "peer.create",
+            &nas.name,
+            kinds::PEER_CHANGED,
+            json!({"peer": peer.id, "public_key": peer.public_key}),
+        )
+        .await?;
+        Ok(peer)
+    }
+
+    /// Removes the peer of a NAS; the relay drops its tunnel at once.
+    pub async fn remove_peer(&self, nas_name: &str) -> Result<WgPeer> {
+        let nas = self.nas_named(nas_name).await?;
+        let peer = self
+            .scope
+            .peers()
+            .await?
+            .into_iter()
+            .find(|p| p.nas_id == nas.id)
+            .ok_or_else(|| PlatformError::NotFound(format!("a peer for NAS {nas_name:?}")))?;
+        self.scope.delete_peer(peer.id).await?;
+        self.done(
+            "peer.delete",
+            &nas.name,
+            kinds::PEER_CHANGED,
+            json!({"peer": peer.id, "public_key": peer.public_key, "removed": true}),
+        )
+        .await?;
+        Ok(peer)
+    }
+
+    /// Records an audited action without an event (e.g. a secret shown again on request).
+    pub async fn audit(&self, action: &str, target: &str) -> Result<()> {
+        self.scope
+            .audit(&self.actor.0, action, Some(target), None)
+            .await?;
+        Ok(())
+    }
+
     /// Deletes a NAS by name.
     pub async fn delete_nas(&self, name: &str) -> Result<()> {
         let nas = self

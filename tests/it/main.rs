@@ -5,5 +5,6 @@
 mod cli;
 mod coa;
 mod radius;
+mod relay;
 mod serve;
 mod support;

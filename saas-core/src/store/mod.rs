@@ -720,6 +720,25 @@ impl TenantScope {
         Ok(self.store.secrets().open_str(&sealed)?)
     }
 
+    /// Sets the RouterOS API login of a NAS; the password is sealed.
+    pub async fn set_nas_api_credentials(
+        &self,
+        id: NasId,
+        user: &str,
+        password: &str,
+    ) -> Result<()> {
+        let sealed = self.store.secrets().seal_str(password);
+        dispatch!(self.store, nas_set_api(self.tenant, id, user, &sealed))
+    }
+
+    /// The RouterOS API password of a NAS (opened), if set.
+    pub async fn nas_api_password(&self, id: NasId) -> Result<Option<String>> {
+        match dispatch!(self.store, nas_api_password(self.tenant, id))? {
+            Some(sealed) => Ok(Some(self.store.secrets().open_str(&sealed)?)),
+            None => Ok(None),
+        }
+    }
+
     /// Deletes a NAS; returns whether it existed.
     pub async fn delete_nas(&self, id: NasId) -> Result<bool> {
         dispatch!(self.store, nas_delete(self.tenant, id))

@@ -509,6 +509,22 @@ impl Db {
         Ok(s)
     }
 
+    pub(super) async fn nas_set_api(&self, t: TenantId, id: NasId, user: &str, sealed: &str) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("UPDATE nas_devices SET api_user = $3, api_password = $4 WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).bind(user).bind(sealed).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn nas_api_password(&self, t: TenantId, id: NasId) -> Result<Option<String>> {
+        let mut tx = self.read(t).await?;
+        let v: Option<Option<String>> = sqlx::query_scalar("SELECT api_password FROM nas_devices WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(v.flatten())
+    }
+
     pub(super) async fn nas_delete(&self, t: TenantId, id: NasId) -> Result<bool> {
         let mut tx = self.write(t).await?;
         let res = sqlx::query("DELETE FROM nas_devices WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
