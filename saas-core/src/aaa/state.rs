@@ -14,8 +14,13 @@ use crate::ids::TenantId;
 use crate::model::{AuthLogEntry, Plan, Subscriber, TenantStatus};
 use crate::store::{Store, StoreError, TenantScope};
 
-/// How long a cached entry is trusted without a bus event.
-const TTL: Duration = Duration::from_secs(60);
+/// How long a cached entry is trusted without a bus event. Changes reach the cache through the
+/// bus (`subscriber.changed`, `plan.changed`, `tenant.changed`) at once; the TTL is only a safety
+/// net for a missed event, so it can be long (each entry lives between half and all of it).
+const TTL: Duration = Duration::from_secs(300);
+
+/// Tenant status is one lookup per tenant per TTL: it keeps the shorter safety net.
+const TENANT_TTL: Duration = Duration::from_secs(60);
 
 /// Between half and all of `ttl`, varying by key and time: entries loaded together (a warm-up
 /// burst) expire spread out instead of sending every lookup to the store at the same moment.
@@ -59,7 +64,7 @@ impl LiveState {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&t)
-            && at.elapsed() < TTL
+            && at.elapsed() < TENANT_TTL
         {
             return Ok(*s);
         }
@@ -86,21 +91,17 @@ impl LiveState {
         {
             return Ok(e.clone());
         }
-        let entry = match scope.subscriber_by_username(username).await? {
-            Some(sub) => {
-                let password = scope.subscriber_password(sub.id).await?;
-                let plan = match sub.plan_id {
-                    Some(p) => scope.plan(p).await?,
-                    None => None,
-                };
-                Some(Arc::new(SubEntry {
+        // One query, one transaction: subscriber, password and plan together.
+        let entry = scope
+            .subscriber_for_auth(username)
+            .await?
+            .map(|(sub, password, plan)| {
+                Arc::new(SubEntry {
                     sub,
                     password,
                     plan,
-                }))
-            }
-            None => None,
-        };
+                })
+            });
         let mut m = self.subs.write().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if m.len() > 200_000 {

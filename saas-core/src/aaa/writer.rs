@@ -2,6 +2,11 @@
 //! local spool that is replayed in order once the store is back. A record is acknowledged (and
 //! the NAS gets its Accounting-Response) only after one of the two has it on disk.
 //!
+//! The writer has [`SHARDS`] shards, each with its own queue, group commit and spool; records are
+//! routed by (tenant, NAS, Acct-Session-Id), so a session's records stay in order in one shard
+//! while different sessions commit concurrently (PostgreSQL flushes concurrent commits together).
+//! While a shard spools, nothing of that shard reaches the store before its spool is replayed.
+//!
 //! Replay is exactly-once because applying a record is idempotent: a session row takes the id
 //! of the record that opened it, counters only move up, and Accounting-On/Off only closes sessions
 //! that started before it.
@@ -15,7 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::ids::{NasId, TenantId};
 use crate::model::AcctRecord;
@@ -61,79 +66,217 @@ pub enum WriteError {
 
 struct Job {
     entry: Entry,
+    /// A CloseNas barrier (see [`AcctWriter::submit`]): acknowledged once everything queued
+    /// before it in this shard is durable. It is not applied here; it is written to the spool
+    /// only when the entries before it went there, so that replay applies it after them.
+    barrier: bool,
     done: oneshot::Sender<Result<(), WriteError>>,
 }
 
-/// Handle to the writer task.
+/// Writer shards: each has its own queue, group commit (on its own pooled connection) and spool.
+pub const SHARDS: usize = 4;
+
+/// Handle to the writer tasks.
 #[derive(Clone)]
 pub struct AcctWriter {
-    tx: mpsc::Sender<Job>,
-    spooled: Arc<AtomicU64>,
+    shards: Arc<[mpsc::Sender<Job>]>,
+    spooled: Arc<[AtomicU64]>,
 }
 
 impl std::fmt::Debug for AcctWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AcctWriter")
-            .field("spooled", &self.spooled.load(Ordering::Relaxed))
+            .field("shards", &self.shards.len())
+            .field("spooled", &self.spooled())
             .finish()
     }
 }
 
-/// Most operations committed in one transaction.
+/// Most operations committed in one batch.
 const BATCH: usize = 512;
 
+/// The spool file of shard `i`: shard 0 uses `spool` itself (so a spool left by an unsharded
+/// writer is found), shard `i > 0` uses `<stem>-<i>.<ext>` in the same directory
+/// (`accounting-spool.jsonl` → `accounting-spool-1.jsonl`).
+pub fn shard_spool_path(spool: &Path, i: usize) -> PathBuf {
+    if i == 0 {
+        return spool.to_path_buf();
+    }
+    let stem = spool
+        .file_stem()
+        .map_or_else(|| "accounting-spool".into(), |s| s.to_string_lossy());
+    let name = match spool.extension() {
+        Some(ext) => format!("{stem}-{i}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{i}"),
+    };
+    spool.with_file_name(name)
+}
+
+/// The shard of a session: every record of one (tenant, NAS, Acct-Session-Id) goes to the same
+/// shard, so they stay in order. FNV-1a: stable across builds, so a spool left by a previous
+/// version is found in the shard that owns its sessions.
+fn shard_of(tenant: TenantId, nas: NasId, acct_session_id: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in tenant
+        .0
+        .as_bytes()
+        .iter()
+        .chain(nas.0.as_bytes())
+        .chain(acct_session_id.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    // SHARDS is tiny: the remainder fits in usize.
+    usize::try_from(h % SHARDS as u64).unwrap_or(0)
+}
+
+/// The shard that owns an entry: a record's session shard; for a CloseNas, the NAS's shard.
+fn home(e: &Entry) -> usize {
+    match &e.op {
+        AcctOp::Record(r) => shard_of(e.tenant, r.nas, &r.acct_session_id),
+        AcctOp::CloseNas { nas, .. } => shard_of(e.tenant, *nas, ""),
+    }
+}
+
 impl AcctWriter {
-    /// Starts the writer; the spool lives at `spool` (created on demand). A spool left by a
-    /// previous run is replayed first.
+    /// Starts the writer shards; shard 0's spool lives at `spool`, the others next to it (see
+    /// [`shard_spool_path`]), created on demand. Spools left by a previous run are replayed
+    /// first, each by its shard.
     pub fn start(store: Store, spool: PathBuf) -> Self {
-        let (tx, rx) = mpsc::channel(8192);
-        let spooled = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(store, spool, rx, spooled.clone()));
-        Self { tx, spooled }
+        let paths: Vec<PathBuf> = (0..SHARDS).map(|i| shard_spool_path(&spool, i)).collect();
+        let spooled: Arc<[AtomicU64]> = (0..SHARDS).map(|_| AtomicU64::new(0)).collect();
+        let mut txs = Vec::with_capacity(SHARDS);
+        let mut rxs = Vec::with_capacity(SHARDS);
+        for _ in 0..SHARDS {
+            let (tx, rx) = mpsc::channel(8192);
+            txs.push(tx);
+            rxs.push(rx);
+        }
+        let counts = spooled.clone();
+        tokio::spawn(async move {
+            // Before any shard runs (submissions wait in the queues): a record left in the wrong
+            // shard's spool (one written by the unsharded writer) moves to its own shard's, so
+            // nothing of a session reaches the store ahead of its spooled records.
+            let p = paths.clone();
+            match tokio::task::spawn_blocking(move || rehome_spools(&p)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(
+                    records = n,
+                    "accounting spool records moved to their shard's spool"
+                ),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not redistribute the accounting spools; each is replayed as it is")
+                }
+                Err(e) => tracing::error!(error = %e, "accounting spool redistribution failed"),
+            }
+            // SQLite has one writer at a time: the shards take turns at committing rather than
+            // wait in SQLite's busy handler (which sleeps in steps of milliseconds).
+            let gate = (store.backend_name() == "sqlite").then(|| Arc::new(Mutex::new(())));
+            for (i, (rx, path)) in rxs.into_iter().zip(paths).enumerate() {
+                let shard = Shard {
+                    store: store.clone(),
+                    spool: path,
+                    counts: counts.clone(),
+                    index: i,
+                    gate: gate.clone(),
+                };
+                tokio::spawn(shard.run(rx));
+            }
+        });
+        Self {
+            shards: txs.into(),
+            spooled,
+        }
+    }
+
+    async fn send(
+        &self,
+        shard: usize,
+        entry: Entry,
+        barrier: bool,
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
+        let (done, wait) = oneshot::channel();
+        let tx = self.shards.get(shard).ok_or(WriteError::Stopped)?;
+        tx.send(Job {
+            entry,
+            barrier,
+            done,
+        })
+        .await
+        .map_err(|_| WriteError::Stopped)?;
+        Ok(wait)
     }
 
     /// Makes `op` durable; returns once it is committed or spooled.
+    ///
+    /// A record goes to its session's shard. Accounting-On/Off (`CloseNas`) is a barrier: every
+    /// shard first makes durable what was queued before it (a shard that spooled those writes
+    /// the CloseNas into its spool after them, so replay keeps the order), then the CloseNas is
+    /// applied by the NAS's shard. It only closes sessions that started before it, so records
+    /// submitted after it may commit before or after it.
     pub async fn submit(&self, tenant: TenantId, op: AcctOp) -> Result<(), WriteError> {
-        let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Job {
-                entry: Entry { tenant, op },
-                done,
-            })
+        let entry = Entry { tenant, op };
+        if matches!(entry.op, AcctOp::CloseNas { .. }) {
+            let mut waits = Vec::with_capacity(SHARDS);
+            for i in 0..SHARDS {
+                waits.push(self.send(i, entry.clone(), true).await?);
+            }
+            // Every barrier must hold: otherwise records before it may not be durable and the
+            // NAS retransmits the On/Off after them.
+            for w in waits {
+                w.await.map_err(|_| WriteError::Stopped)??;
+            }
+        }
+        let shard = home(&entry);
+        self.send(shard, entry, false)
+            .await?
             .await
-            .map_err(|_| WriteError::Stopped)?;
-        wait.await.map_err(|_| WriteError::Stopped)?
+            .map_err(|_| WriteError::Stopped)?
     }
 
-    /// Operations currently waiting in the spool.
+    /// Operations currently waiting in the spools (all shards).
     pub fn spooled(&self) -> u64 {
-        self.spooled.load(Ordering::Relaxed)
+        self.spooled.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 }
 
 async fn apply(store: &Store, entries: &[Entry]) -> Result<(), StoreError> {
-    // Consecutive records of one tenant go in one transaction; order is kept.
-    let mut i = 0;
-    while i < entries.len() {
-        let tenant = entries[i].tenant;
-        match &entries[i].op {
-            AcctOp::CloseNas { nas, at, cause } => {
-                store
-                    .tenant(tenant)
-                    .close_nas_sessions(*nas, *at, cause)
-                    .await?;
-                i += 1;
-            }
-            AcctOp::Record(_) => {
-                let mut recs = Vec::new();
-                while i < entries.len() && entries[i].tenant == tenant {
-                    let AcctOp::Record(r) = &entries[i].op else {
-                        break;
-                    };
-                    recs.push(r.clone());
+    // Tenants are independent (a session and a NAS belong to one tenant): one pass per tenant,
+    // in order within it, so a batch costs one transaction per tenant and per CloseNas.
+    let mut order: Vec<TenantId> = Vec::new();
+    let mut by_tenant: HashMap<TenantId, Vec<&Entry>> = HashMap::new();
+    for e in entries {
+        by_tenant
+            .entry(e.tenant)
+            .or_insert_with(|| {
+                order.push(e.tenant);
+                Vec::new()
+            })
+            .push(e);
+    }
+    for tenant in order {
+        let Some(list) = by_tenant.get(&tenant) else {
+            continue;
+        };
+        let mut i = 0;
+        while i < list.len() {
+            match &list[i].op {
+                AcctOp::CloseNas { nas, at, cause } => {
+                    store
+                        .tenant(tenant)
+                        .close_nas_sessions(*nas, *at, cause)
+                        .await?;
                     i += 1;
                 }
-                store.tenant(tenant).record_accounting(&recs).await?;
+                AcctOp::Record(_) => {
+                    let mut recs = Vec::new();
+                    while let Some(AcctOp::Record(r)) = list.get(i).map(|e| &e.op) {
+                        recs.push(r.clone());
+                        i += 1;
+                    }
+                    store.tenant(tenant).record_accounting(&recs).await?;
+                }
             }
         }
     }
@@ -155,6 +298,73 @@ fn append(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
     }
     f.write_all(&buf)?;
     f.sync_data()
+}
+
+/// Replaces `path` with `entries`, atomically (temporary file, fsync, rename, fsync of the
+/// directory).
+fn rewrite(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
+    let tmp = path.with_extension("rehome.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    append(&tmp, entries)?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Moves every spooled record that is not in its session's shard spool to that spool (a spool
+/// of the unsharded writer, or of a build that routed differently); returns how many moved.
+/// Crash-safe: moved records are appended (fsync'd) to their new spool before the old one is
+/// rewritten without them, so a crash in between replays some twice (applying is idempotent),
+/// never loses one. A CloseNas that followed moved records goes along with them, so replay still
+/// applies it after them; it also stays where it was.
+fn rehome_spools(paths: &[PathBuf]) -> std::io::Result<usize> {
+    let mut moved = 0;
+    for (i, path) in paths.iter().enumerate() {
+        if !path.exists() {
+            continue;
+        }
+        let entries = read_spool(path)?;
+        if entries
+            .iter()
+            .all(|e| matches!(e.op, AcctOp::CloseNas { .. }) || home(e) == i)
+        {
+            continue;
+        }
+        let mut keep = Vec::new();
+        let mut out: Vec<Vec<Entry>> = vec![Vec::new(); paths.len()];
+        for e in entries {
+            match e.op {
+                AcctOp::CloseNas { .. } => {
+                    for o in out.iter_mut().filter(|o| !o.is_empty()) {
+                        o.push(e.clone());
+                    }
+                    keep.push(e);
+                }
+                AcctOp::Record(_) => {
+                    let j = home(&e);
+                    if j == i {
+                        keep.push(e);
+                    } else if let Some(o) = out.get_mut(j) {
+                        moved += 1;
+                        o.push(e);
+                    }
+                }
+            }
+        }
+        for (j, o) in out.iter().enumerate() {
+            if let (false, Some(p)) = (o.is_empty(), paths.get(j)) {
+                append(p, o)?;
+            }
+        }
+        if keep.is_empty() {
+            std::fs::remove_file(path)?;
+        } else {
+            rewrite(path, &keep)?;
+        }
+    }
+    Ok(moved)
 }
 
 fn read_spool(path: &Path) -> std::io::Result<Vec<Entry>> {
@@ -192,76 +402,119 @@ async fn replay(store: &Store, path: &Path) -> Result<usize, String> {
     Ok(entries.len())
 }
 
-async fn run(store: Store, spool: PathBuf, mut rx: mpsc::Receiver<Job>, spooled: Arc<AtomicU64>) {
-    let mut spooling = spool.exists();
-    if spooling {
-        spooled.store(
-            read_spool(&spool).map(|v| v.len() as u64).unwrap_or(0),
-            Ordering::Relaxed,
-        );
+/// One writer shard.
+struct Shard {
+    store: Store,
+    spool: PathBuf,
+    counts: Arc<[AtomicU64]>,
+    index: usize,
+    /// Taken around every store write when the backend allows one writer at a time.
+    gate: Option<Arc<Mutex<()>>>,
+}
+
+impl Shard {
+    async fn apply(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let _turn = match &self.gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
+        };
+        apply(&self.store, entries).await
     }
-    let mut retry = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        let first = tokio::select! {
-            j = rx.recv() => match j {
-                Some(j) => Some(j),
-                None => return,
-            },
-            _ = retry.tick(), if spooling => None,
+
+    async fn replay(&self) -> Result<usize, String> {
+        let _turn = match &self.gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
         };
-        let mut jobs: Vec<Job> = first.into_iter().collect();
-        // Group commit: whatever queued while the last batch was being written goes together.
-        while jobs.len() < BATCH {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
+        replay(&self.store, &self.spool).await
+    }
+
+    /// Group commit of the shard's queue, or its spool while the store is down.
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let (spool, shard) = (&self.spool, self.index);
+        let Some(spooled) = self.counts.get(shard) else {
+            return;
+        };
+        let mut spooling = spool.exists();
         if spooling {
-            match replay(&store, &spool).await {
-                Ok(n) => {
-                    tracing::info!(records = n, "accounting spool replayed into the store");
-                    spooling = false;
-                    spooled.store(0, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "store still unavailable; accounting stays in the spool")
-                }
-            }
+            spooled.store(
+                read_spool(spool).map(|v| v.len() as u64).unwrap_or(0),
+                Ordering::Relaxed,
+            );
         }
-        if jobs.is_empty() {
-            continue;
-        }
-        let entries: Vec<Entry> = jobs.iter().map(|j| j.entry.clone()).collect();
-        let result = if spooling {
-            // Keep order: nothing reaches the store before what is already spooled.
-            spool_or_fail(
-                &spool,
-                &entries,
-                &spooled,
-                "store unavailable (spool not yet replayed)".into(),
-            )
-        } else {
-            match apply(&store, &entries).await {
-                Ok(()) => Ok(()),
-                Err(e) => {
-                    tracing::error!(error = %e, spool = %spool.display(), "store write failed; accounting goes to the local spool until the store is back");
-                    let r = spool_or_fail(&spool, &entries, &spooled, e.to_string());
-                    spooling = r.is_ok();
-                    r
-                }
-            }
-        };
-        for j in jobs {
-            let r = match &result {
-                Ok(()) => Ok(()),
-                Err(WriteError::NotDurable { store, spool }) => Err(WriteError::NotDurable {
-                    store: store.clone(),
-                    spool: spool.clone(),
-                }),
-                Err(WriteError::Stopped) => Err(WriteError::Stopped),
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let first = tokio::select! {
+                j = rx.recv() => match j {
+                    Some(j) => Some(j),
+                    None => return,
+                },
+                _ = retry.tick(), if spooling => None,
             };
-            let _ = j.done.send(r);
+            let mut jobs: Vec<Job> = first.into_iter().collect();
+            // Group commit: whatever queued while the last batch was being written goes together.
+            while jobs.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            if spooling {
+                match self.replay().await {
+                    Ok(n) => {
+                        tracing::info!(
+                            records = n,
+                            shard,
+                            "accounting spool replayed into the store"
+                        );
+                        spooling = false;
+                        spooled.store(0, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, shard, "store still unavailable; accounting stays in the spool")
+                    }
+                }
+            }
+            if jobs.is_empty() {
+                continue;
+            }
+            // Barriers go to the spool along with the entries before them, never to the store.
+            let all: Vec<Entry> = jobs.iter().map(|j| j.entry.clone()).collect();
+            let result = if spooling {
+                // Keep order: nothing reaches the store before what is already spooled.
+                spool_or_fail(
+                    spool,
+                    &all,
+                    spooled,
+                    "store unavailable (spool not yet replayed)".into(),
+                )
+            } else {
+                let records: Vec<Entry> = jobs
+                    .iter()
+                    .filter(|j| !j.barrier)
+                    .map(|j| j.entry.clone())
+                    .collect();
+                match self.apply(&records).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        tracing::error!(error = %e, shard, spool = %spool.display(), "store write failed; accounting goes to the local spool until the store is back");
+                        let r = spool_or_fail(spool, &all, spooled, e.to_string());
+                        spooling = r.is_ok();
+                        r
+                    }
+                }
+            };
+            for j in jobs {
+                let r = match &result {
+                    Ok(()) => Ok(()),
+                    Err(WriteError::NotDurable { store, spool }) => Err(WriteError::NotDurable {
+                        store: store.clone(),
+                        spool: spool.clone(),
+                    }),
+                    Err(WriteError::Stopped) => Err(WriteError::Stopped),
+                };
+                let _ = j.done.send(r);
+            }
         }
     }
 }
@@ -291,4 +544,92 @@ pub fn spool_summary(path: &Path) -> std::io::Result<HashMap<TenantId, usize>> {
         *m.entry(e.tenant).or_insert(0) += 1;
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AcctKind;
+
+    fn record(tenant: TenantId, nas: NasId, k: usize) -> Entry {
+        Entry {
+            tenant,
+            op: AcctOp::Record(AcctRecord {
+                id: crate::ids::SessionId::new(),
+                kind: AcctKind::Start,
+                nas,
+                subscriber: None,
+                username: "u".into(),
+                acct_session_id: format!("R{k}"),
+                framed_ip: None,
+                calling_station_id: None,
+                nas_port_id: None,
+                session_time_s: 0,
+                input_octets: 0,
+                output_octets: 0,
+                terminate_cause: None,
+                at: Utc::now(),
+            }),
+        }
+    }
+
+    /// A spool of the unsharded writer: every record ends in its session's shard spool, in
+    /// order, none lost; a CloseNas follows the records that preceded it into every spool.
+    #[test]
+    fn unsharded_spool_moves_to_the_owning_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = (0..SHARDS)
+            .map(|i| shard_spool_path(&dir.path().join("accounting-spool.jsonl"), i))
+            .collect();
+        let (t, nas) = (TenantId::new(), NasId::new());
+        let mut legacy: Vec<Entry> = (0..40).map(|k| record(t, nas, k)).collect();
+        let close = Entry {
+            tenant: t,
+            op: AcctOp::CloseNas {
+                nas,
+                at: Utc::now(),
+                cause: "NAS-Reboot".into(),
+            },
+        };
+        legacy.push(close.clone());
+        legacy.extend((40..50).map(|k| record(t, nas, k)));
+        append(&paths[0], &legacy).unwrap();
+
+        let moved = rehome_spools(&paths).unwrap();
+        assert!(moved > 0);
+        let mut seen = Vec::new();
+        for (i, p) in paths.iter().enumerate() {
+            let entries = read_spool(p).unwrap();
+            let mut closed = false;
+            for e in &entries {
+                match &e.op {
+                    AcctOp::Record(r) => {
+                        assert_eq!(home(e), i, "{} in shard {i}", r.acct_session_id);
+                        let k: usize = r.acct_session_id[1..].parse().unwrap();
+                        // Before the CloseNas exactly when it was before it in the old spool.
+                        assert_eq!(k >= 40, closed, "{k} in shard {i}");
+                        seen.push(k);
+                    }
+                    AcctOp::CloseNas { .. } => closed = true,
+                }
+            }
+            let before = entries
+                .iter()
+                .any(|e| matches!(&e.op, AcctOp::Record(r) if r.acct_session_id[1..].parse::<usize>().unwrap() < 40));
+            assert_eq!(closed, before, "shard {i}: CloseNas copy");
+            // Order within a shard is the old order.
+            let ks: Vec<usize> = entries
+                .iter()
+                .filter_map(|e| match &e.op {
+                    AcctOp::Record(r) => r.acct_session_id[1..].parse().ok(),
+                    AcctOp::CloseNas { .. } => None,
+                })
+                .collect();
+            assert!(ks.windows(2).all(|w| w[0] < w[1]), "shard {i}: {ks:?}");
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..50).collect::<Vec<_>>());
+        // Already in place: a second pass moves nothing.
+        assert_eq!(rehome_spools(&paths).unwrap(), 0);
+    }
 }

@@ -573,6 +573,23 @@ impl TenantScope {
         dispatch!(self.store, subscriber_by_id(self.tenant, id))
     }
 
+    /// A subscriber with its cleartext password and its plan, in one query (what a cold
+    /// authentication or accounting lookup needs).
+    pub async fn subscriber_for_auth(
+        &self,
+        username: &str,
+    ) -> Result<Option<(Subscriber, String, Option<Plan>)>> {
+        let Some((sub, sealed, plan)) = dispatch!(
+            self.store,
+            subscriber_auth_by_username(self.tenant, username)
+        )?
+        else {
+            return Ok(None);
+        };
+        let password = self.store.secrets().open_str(&sealed)?;
+        Ok(Some((sub, password, plan)))
+    }
+
     /// The subscriber's cleartext password (CHAP and MS-CHAPv2 need it).
     pub async fn subscriber_password(&self, id: SubscriberId) -> Result<String> {
         let sealed = dispatch!(self.store, subscriber_sealed_password(self.tenant, id))?

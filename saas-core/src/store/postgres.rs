@@ -15,6 +15,9 @@ type DbKind = Postgres;
 /// Roles the schema grants to (created by infra/postgres/roles.sql).
 pub(crate) const REQUIRED_ROLES: [&str; 2] = ["proxpanel_app", "proxpanel_system"];
 
+/// Smallest application pool: the accounting writer shards plus four.
+const MIN_APP_POOL: u32 = crate::aaa::writer::SHARDS as u32 + 4;
+
 /// LISTEN/NOTIFY channel of bus wake-ups.
 const EVENTS_CHANNEL: &str = "proxpanel_events";
 
@@ -39,7 +42,10 @@ async fn pool(url: &str, max: u32) -> Result<Pool<Postgres>, StoreError> {
 
 impl Db {
     pub(super) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
-        let pool_ = pool(&opts.url, opts.max_connections.max(2)).await?;
+        // Every accounting writer shard holds an application connection while it commits; the
+        // floor leaves room beside them for the auth log writer and the readers (cold lookups,
+        // API), so accounting never starves authentication (the default is 16).
+        let pool_ = pool(&opts.url, opts.max_connections.max(MIN_APP_POOL)).await?;
         let system = match &opts.system_url {
             Some(u) if u != &opts.url => pool(u, (opts.max_connections / 2).max(2)).await?,
             _ => pool_.clone(),

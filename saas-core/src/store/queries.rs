@@ -53,31 +53,40 @@ fn user_row(r: &DbRow) -> Result<TenantUser> {
 }
 
 fn plan_row(r: &DbRow) -> Result<Plan> {
+    plan_row_as(r, "")
+}
+
+/// A plan from columns named `<prefix><column>` (a plan joined to another table's row).
+fn plan_row_as(r: &DbRow, prefix: &str) -> Result<Plan> {
+    let c = |name: &str| format!("{prefix}{name}");
     Ok(Plan {
-        id: PlanId(r.try_get("id")?),
-        tenant_id: TenantId(r.try_get("tenant_id")?),
-        name: r.try_get("name")?,
-        download_kbps: r.try_get("download_kbps")?,
-        upload_kbps: r.try_get("upload_kbps")?,
-        burst_download_kbps: r.try_get("burst_download_kbps")?,
-        burst_upload_kbps: r.try_get("burst_upload_kbps")?,
-        burst_threshold_kbps: r.try_get("burst_threshold_kbps")?,
-        burst_time_s: r.try_get("burst_time_s")?,
-        quota_bytes: r.try_get("quota_bytes")?,
-        quota_action: parse_enum(r.try_get("quota_action")?)?,
-        fup_download_kbps: r.try_get("fup_download_kbps")?,
-        fup_upload_kbps: r.try_get("fup_upload_kbps")?,
-        validity_days: r.try_get("validity_days")?,
-        price_cents: r.try_get("price_cents")?,
-        ip_pool: r.try_get("ip_pool")?,
-        ipv6_pool: r.try_get("ipv6_pool")?,
-        delegated_ipv6_pool: r.try_get("delegated_ipv6_pool")?,
-        session_timeout_s: r.try_get("session_timeout_s")?,
-        sim_use: r.try_get("sim_use")?,
-        is_default: r.try_get("is_default")?,
-        created_at: r.try_get("created_at")?,
+        id: PlanId(r.try_get(c("id").as_str())?),
+        tenant_id: TenantId(r.try_get(c("tenant_id").as_str())?),
+        name: r.try_get(c("name").as_str())?,
+        download_kbps: r.try_get(c("download_kbps").as_str())?,
+        upload_kbps: r.try_get(c("upload_kbps").as_str())?,
+        burst_download_kbps: r.try_get(c("burst_download_kbps").as_str())?,
+        burst_upload_kbps: r.try_get(c("burst_upload_kbps").as_str())?,
+        burst_threshold_kbps: r.try_get(c("burst_threshold_kbps").as_str())?,
+        burst_time_s: r.try_get(c("burst_time_s").as_str())?,
+        quota_bytes: r.try_get(c("quota_bytes").as_str())?,
+        quota_action: parse_enum(r.try_get(c("quota_action").as_str())?)?,
+        fup_download_kbps: r.try_get(c("fup_download_kbps").as_str())?,
+        fup_upload_kbps: r.try_get(c("fup_upload_kbps").as_str())?,
+        validity_days: r.try_get(c("validity_days").as_str())?,
+        price_cents: r.try_get(c("price_cents").as_str())?,
+        ip_pool: r.try_get(c("ip_pool").as_str())?,
+        ipv6_pool: r.try_get(c("ipv6_pool").as_str())?,
+        delegated_ipv6_pool: r.try_get(c("delegated_ipv6_pool").as_str())?,
+        session_timeout_s: r.try_get(c("session_timeout_s").as_str())?,
+        sim_use: r.try_get(c("sim_use").as_str())?,
+        is_default: r.try_get(c("is_default").as_str())?,
+        created_at: r.try_get(c("created_at").as_str())?,
     })
 }
+
+/// The plan columns of `service_plans p`, each prefixed `p_` (read back with `plan_row_as(r, "p_")`).
+const PLAN_COLS_P: &str = "p.id AS p_id, p.tenant_id AS p_tenant_id, p.name AS p_name, p.download_kbps AS p_download_kbps, p.upload_kbps AS p_upload_kbps, p.burst_download_kbps AS p_burst_download_kbps, p.burst_upload_kbps AS p_burst_upload_kbps, p.burst_threshold_kbps AS p_burst_threshold_kbps, p.burst_time_s AS p_burst_time_s, p.quota_bytes AS p_quota_bytes, p.quota_action AS p_quota_action, p.fup_download_kbps AS p_fup_download_kbps, p.fup_upload_kbps AS p_fup_upload_kbps, p.validity_days AS p_validity_days, p.price_cents AS p_price_cents, p.ip_pool AS p_ip_pool, p.ipv6_pool AS p_ipv6_pool, p.delegated_ipv6_pool AS p_delegated_ipv6_pool, p.session_timeout_s AS p_session_timeout_s, p.sim_use AS p_sim_use, p.is_default AS p_is_default, p.created_at AS p_created_at";
 
 const SUB_COLS: &str = "s.id, s.tenant_id, s.username, s.status, s.plan_id, p.name AS plan_name, s.expires_at, s.static_ip, s.framed_ipv6_prefix, s.delegated_ipv6_prefix, s.mac_lock, s.sim_use, s.usage_reset_at, s.created_at, s.updated_at";
 
@@ -385,6 +394,21 @@ impl Db {
             .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         row.as_ref().map(subscriber_row).transpose()
+    }
+
+    /// What authentication needs of a subscriber in one round trip: the row, its sealed password
+    /// and its plan (None when it has none).
+    pub(super) async fn subscriber_auth_by_username(&self, t: TenantId, username: &str) -> Result<Option<(Subscriber, String, Option<Plan>)>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {SUB_COLS}, s.password AS sealed_password, {PLAN_COLS_P} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id AND p.tenant_id = s.tenant_id WHERE s.tenant_id = $1 AND s.username = $2")))
+            .bind(t.0).bind(username).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        let Some(r) = row else { return Ok(None) };
+        let plan = match r.try_get::<Option<Uuid>, _>("p_id")? {
+            Some(_) => Some(plan_row_as(&r, "p_")?),
+            None => None,
+        };
+        Ok(Some((subscriber_row(&r)?, r.try_get("sealed_password")?, plan)))
     }
 
     pub(super) async fn subscriber_sealed_password(&self, t: TenantId, id: SubscriberId) -> Result<Option<String>> {

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use saas_core::aaa::writer::{AcctOp, AcctWriter};
+use saas_core::aaa::writer::{self, AcctOp, AcctWriter};
 use saas_core::ids::SessionId;
 use saas_core::model::*;
 use saas_core::testing;
@@ -37,6 +37,54 @@ async fn psql(super_url: &str, sql: &str) {
         .await
         .unwrap();
     pool.close().await;
+}
+
+/// Submits one record for each of `n` sessions `<prefix><k>` from concurrent tasks (octets
+/// `octets + k`); returns when all are acknowledged.
+#[allow(clippy::too_many_arguments)]
+async fn submit_all(
+    w: &AcctWriter,
+    t: TenantId,
+    nas: saas_core::NasId,
+    prefix: &str,
+    n: i64,
+    kind: AcctKind,
+    at: i64,
+    octets: i64,
+) {
+    let mut tasks = Vec::new();
+    for k in 0..n {
+        let w = w.clone();
+        let r = rec(kind, nas, &format!("{prefix}{k}"), at, octets + k);
+        tasks.push(tokio::spawn(
+            async move { w.submit(t, AcctOp::Record(r)).await },
+        ));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+}
+
+async fn set_connections(super_url: &str, allow: bool) {
+    let db = url::Url::parse(super_url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    psql(
+        super_url,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS {allow}"),
+    )
+    .await;
+    if !allow {
+        psql(
+            super_url,
+            &format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}'"
+            ),
+        )
+        .await;
+    }
 }
 
 /// With the store down, accounting is still acknowledged (from the fsync'd spool); once the
@@ -122,8 +170,16 @@ async fn accounting_survives_a_store_outage() {
     )
     .await
     .unwrap();
-    assert!(w.spooled() >= 3, "spooled {}", w.spooled());
+    // Many sessions at once: they land in every shard's spool.
+    submit_all(&w, t, nas.id, "M", 40, AcctKind::Start, 0, 0).await;
+    submit_all(&w, t, nas.id, "M", 40, AcctKind::Interim, 60, 500).await;
+    assert!(w.spooled() >= 83, "spooled {}", w.spooled());
     assert!(spool.exists());
+    let shard_spools: Vec<_> = (1..writer::SHARDS)
+        .map(|i| writer::shard_spool_path(&spool, i))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(!shard_spools.is_empty(), "no shard > 0 spooled");
     assert!(start.elapsed() < Duration::from_secs(30));
 
     psql(
@@ -137,6 +193,9 @@ async fn accounting_survives_a_store_outage() {
     }
     assert_eq!(w.spooled(), 0, "spool not replayed");
     assert!(!spool.exists());
+    for p in &shard_spools {
+        assert!(!p.exists(), "{} not replayed", p.display());
+    }
     // New records go straight to the store again.
     w.submit(
         t,
@@ -144,8 +203,18 @@ async fn accounting_survives_a_store_outage() {
     )
     .await
     .unwrap();
-    let sessions = scope.sessions(false, 10).await.unwrap();
-    assert_eq!(sessions.len(), 2, "{sessions:#?}");
+    let sessions = scope.sessions(false, 100).await.unwrap();
+    assert_eq!(sessions.len(), 42, "{sessions:#?}");
+    for k in 0..40 {
+        let id = format!("M{k}");
+        let m: Vec<_> = sessions
+            .iter()
+            .filter(|s| s.acct_session_id == id)
+            .collect();
+        assert_eq!(m.len(), 1, "{id}: {m:#?}");
+        assert_eq!(m[0].input_octets, 500 + k);
+        assert!(m[0].stopped_at.is_none());
+    }
     let s1 = sessions.iter().find(|s| s.acct_session_id == "S1").unwrap();
     assert_eq!(s1.input_octets, 2000);
     assert!(s1.stopped_at.is_some());
@@ -153,6 +222,160 @@ async fn accounting_survives_a_store_outage() {
     assert_eq!(s2.input_octets, 88);
     assert!(s2.stopped_at.is_some());
     ts.store.close().await;
+}
+
+/// Records of many sessions submitted at once (they spread over the writer shards) are all
+/// durable and applied in order per session; an Accounting-On after concurrently acknowledged
+/// Starts closes every one of them.
+#[tokio::test]
+async fn concurrent_sessions_commit_in_order_per_session() {
+    for ts in testing::each_backend().await {
+        let (t, nas) = tenant_with_nas(&ts, "shardy").await;
+        let scope = ts.store.tenant(t);
+        let w = AcctWriter::start(ts.store.clone(), ts.dir.path().join("spool.jsonl"));
+        let mut tasks = Vec::new();
+        for k in 0..200i64 {
+            let w = w.clone();
+            tasks.push(tokio::spawn(async move {
+                let id = format!("C{k}");
+                for (kind, at, octets) in [
+                    (AcctKind::Start, 0, 0),
+                    (AcctKind::Interim, 60, 1000 + k),
+                    (AcctKind::Stop, 120, 2000 + k),
+                ] {
+                    w.submit(t, AcctOp::Record(rec(kind, nas, &id, at, octets)))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let sessions = scope.sessions(false, 1000).await.unwrap();
+        assert_eq!(sessions.len(), 200, "{}", ts.backend);
+        for k in 0..200i64 {
+            let id = format!("C{k}");
+            let s: Vec<_> = sessions
+                .iter()
+                .filter(|s| s.acct_session_id == id)
+                .collect();
+            assert_eq!(s.len(), 1, "{}: {id}", ts.backend);
+            assert_eq!(s[0].input_octets, 2000 + k, "{}: {id}", ts.backend);
+            assert!(s[0].stopped_at.is_some(), "{}: {id}", ts.backend);
+        }
+
+        submit_all(&w, t, nas, "D", 100, AcctKind::Start, 0, 0).await;
+        w.submit(
+            t,
+            AcctOp::CloseNas {
+                nas,
+                at: saas_core::store::now(),
+                cause: "NAS-Reboot".into(),
+            },
+        )
+        .await
+        .unwrap();
+        let sessions = scope.sessions(false, 1000).await.unwrap();
+        let d: Vec<_> = sessions
+            .iter()
+            .filter(|s| s.acct_session_id.starts_with('D'))
+            .collect();
+        assert_eq!(d.len(), 100, "{}", ts.backend);
+        for s in d {
+            assert!(s.stopped_at.is_some(), "{}: {s:?}", ts.backend);
+            assert_eq!(s.terminate_cause.as_deref(), Some("NAS-Reboot"));
+        }
+        assert_eq!(w.spooled(), 0);
+        ts.store.close().await;
+    }
+}
+
+/// Accounting-On while Starts of many sessions wait in the shards' spools (store down): once the
+/// store is back the On is applied after all of them, so every one is closed.
+#[tokio::test]
+async fn close_nas_is_ordered_after_every_shard_spool() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    let (t, nas) = tenant_with_nas(&ts, "barrier").await;
+    let scope = ts.store.tenant(t);
+    let spool = ts.dir.path().join("spool.jsonl");
+    let w = AcctWriter::start(ts.store.clone(), spool.clone());
+    let super_url = ts.super_url.clone().unwrap();
+    set_connections(&super_url, false).await;
+    submit_all(&w, t, nas, "B", 40, AcctKind::Start, 0, 0).await;
+    assert_eq!(w.spooled(), 40);
+    set_connections(&super_url, true).await;
+    // At once, before the shards' retry timers replay their spools.
+    w.submit(
+        t,
+        AcctOp::CloseNas {
+            nas,
+            at: saas_core::store::now(),
+            cause: "NAS-Reboot".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.spooled() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(w.spooled(), 0, "spool not replayed");
+    let sessions = scope.sessions(false, 100).await.unwrap();
+    assert_eq!(sessions.len(), 40);
+    for s in &sessions {
+        assert!(s.stopped_at.is_some(), "left open: {s:?}");
+    }
+    for i in 0..writer::SHARDS {
+        assert!(!writer::shard_spool_path(&spool, i).exists());
+    }
+    ts.store.close().await;
+}
+
+/// A spool written by the unsharded writer (every session in one file) is moved to the shards
+/// that own its sessions and replayed; later records of those sessions land on their spooled
+/// Start (one row per session, none lost, none doubled).
+#[tokio::test]
+async fn unsharded_spool_is_rehomed_and_replayed_in_order() {
+    let ts = testing::sqlite().await;
+    let (t, nas) = tenant_with_nas(&ts, "legacy").await;
+    let scope = ts.store.tenant(t);
+    let spool = ts.dir.path().join("accounting-spool.jsonl");
+    let mut lines = String::new();
+    for k in 0..40 {
+        let start = rec(AcctKind::Start, nas, &format!("U{k}"), 0, 0);
+        lines.push_str(&serde_json::json!({"tenant": t, "op": {"Record": start}}).to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&spool, lines).unwrap();
+    let w = AcctWriter::start(ts.store.clone(), spool.clone());
+    submit_all(&w, t, nas, "U", 40, AcctKind::Stop, 120, 9000).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while w.spooled() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(w.spooled(), 0);
+    for i in 0..writer::SHARDS {
+        assert!(!writer::shard_spool_path(&spool, i).exists());
+    }
+    let sessions = scope.sessions(false, 100).await.unwrap();
+    assert_eq!(sessions.len(), 40, "{sessions:#?}");
+    for s in &sessions {
+        assert!(s.stopped_at.is_some(), "{s:?}");
+        assert!(s.input_octets >= 9000, "{s:?}");
+    }
+}
+
+#[test]
+fn shard_spools_sit_next_to_the_first() {
+    let p = std::path::Path::new("/var/lib/proxpanel/accounting-spool.jsonl");
+    assert_eq!(writer::shard_spool_path(p, 0), p);
+    assert_eq!(
+        writer::shard_spool_path(p, 3),
+        std::path::Path::new("/var/lib/proxpanel/accounting-spool-3.jsonl")
+    );
 }
 
 /// A spool left by a crashed process is replayed at start, exactly once even if replayed twice.
