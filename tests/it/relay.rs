@@ -398,6 +398,29 @@ fn relay_end_to_end_with_real_peers() {
         seen.starts_with("28"),
         "a Disconnect-Request (code 40) arrived: {seen:?}"
     );
+    // What came through the tunnel is what an independent decoder (pyrad) accepts.
+    let first = seen.lines().next().unwrap_or_default();
+    let o = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("infra/e2e/coa_pyrad.py"))
+        .args([
+            "--secret",
+            "secret-a",
+            "--hex",
+            first,
+            "--user",
+            "alice",
+            "--session",
+            "tun-1",
+        ])
+        .args(["--framed-ip", "100.64.0.7"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "pyrad: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 
     // Spoofing: router b sends from an address that is not its tunnel address: nothing back.
     let spoofed_before = serve.metric("proxpanel_relay_packets_dropped_total{reason=\"spoofed\"}");
@@ -461,5 +484,38 @@ fn relay_end_to_end_with_real_peers() {
         "the restarted relay did not bring the tunnel back by itself"
     );
     rb.login("secret-b", "alice-beta", "Access-Accept");
+
+    // Live peer changes, no restart: removing beta's peer cuts its router off at once; a new
+    // peer for another NAS works as soon as it is added. Other peers are undisturbed.
+    cli(
+        dir,
+        &["peer", "remove", "--tenant", "beta", "--nas", "core"],
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let cut = rb.radclient(
+        1812,
+        "auth",
+        "secret-b",
+        "User-Name = alice, User-Password = alice-beta",
+    );
+    assert!(
+        !cut.contains("Access-Accept"),
+        "a removed peer still got an answer: {cut}"
+    );
+    cli(
+        dir,
+        &[
+            "nas", "add", "--tenant", "beta", "--name", "edge", "--tunnel", "--secret", "secret-e",
+        ],
+    );
+    let pe = cli(dir, &["peer", "add", "--tenant", "beta", "--nas", "edge"]);
+    std::fs::write(dir.join("edge-peer.json"), pe.to_string()).unwrap();
+    let t1 = now_unix().saturating_sub(1);
+    let re = Router::up(&format!("re{tag}"), &dir.join("edge-peer.json"), wg_port);
+    assert!(
+        re.handshake_after(t1, 20, true),
+        "a peer added live never connected"
+    );
+    re.login("secret-e", "alice-beta", "Access-Accept");
     drop(serve);
 }
