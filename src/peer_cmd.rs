@@ -90,6 +90,26 @@ fn ago(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     }
 }
 
+fn print_peer(v: &serde_json::Value) {
+    let f = |k: &str| match &v[k] {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    output::fields(&[
+        ("id", f("id")),
+        ("public key", f("public_key")),
+        ("tunnel address", f("tunnel_address")),
+        ("relay public key", f("relay_public_key")),
+        ("relay tunnel address", f("relay_tunnel_address")),
+        (
+            "relay endpoint",
+            format!("{}:{}", f("relay_endpoint_ip"), f("relay_endpoint_port")),
+        ),
+        ("relay endpoint host", f("relay_endpoint_host")),
+    ]);
+}
+
 /// `peer …`.
 pub async fn peer(ctx: &Context, as_json: bool, cmd: PeerCmd) -> Result<(), Fatal> {
     match cmd {
@@ -128,10 +148,8 @@ pub async fn peer(ctx: &Context, as_json: bool, cmd: PeerCmd) -> Result<(), Fata
             if as_json {
                 output::json(&v);
             } else {
-                println!(
-                    "peer for NAS {nas} added to {tenant}: tunnel address {}",
-                    peer.tunnel_address
-                );
+                println!("peer for NAS {nas} added to {tenant}");
+                print_peer(&v);
                 if private.is_some() {
                     println!(
                         "The router's private key is in the script below; it is shown only now and never stored."

@@ -611,3 +611,78 @@ pub async fn answer_nas_checks(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_domains_only() {
+        assert!(real_domain("saas.isp-cloud.net"));
+        for d in [
+            "saas.localhost",
+            "x.test",
+            "example.com",
+            "saas.example.com",
+            "a.local",
+        ] {
+            assert!(!real_domain(d), "{d}");
+        }
+    }
+
+    #[test]
+    fn relay_is_dot_one_of_the_peer_subnet() {
+        assert_eq!(
+            relay_tunnel_address("10.200.0.7/24"),
+            Some(Ipv4Addr::new(10, 200, 0, 1))
+        );
+        assert_eq!(
+            relay_tunnel_address("172.16.8.9/22"),
+            Some(Ipv4Addr::new(172, 16, 8, 1))
+        );
+        assert_eq!(relay_tunnel_address("nonsense"), None);
+    }
+
+    #[test]
+    fn script_quotes_secrets_and_limits_access_to_the_relay() {
+        let peer = serde_json::json!({
+            "nas": "core", "tenant": "acme", "relay_public_key": "PUB=",
+            "relay_tunnel_address": "10.200.0.1", "relay_endpoint_ip": "203.0.113.10",
+            "relay_endpoint_port": 51820, "relay_endpoint_host": null,
+            "tunnel_address": "10.200.0.2/24",
+        });
+        let s = routeros_script(&ScriptInput {
+            peer: &peer,
+            private_key: Some("PRIV="),
+            radius_secret: "s\"e$c?r\\et",
+            coa_port: 1700,
+            api_user: "proxpanel",
+            api_password: "pw",
+            interim_s: 300,
+        });
+        // RouterOS string escapes: a secret cannot break out of its quotes or expand a variable.
+        assert!(s.contains(r#"secret="s\"e\$c\?r\\et""#), "{s}");
+        assert!(s.contains("private-key=\"PRIV=\""));
+        assert!(s.contains("endpoint-address=203.0.113.10 endpoint-port=51820"));
+        assert!(s.contains("persistent-keepalive=25s"));
+        assert!(s.contains("src-address=10.200.0.1 protocol=udp dst-port=1700 action=accept"));
+        assert!(s.contains("in-interface=proxpanel action=drop"));
+        assert!(s.contains("/radius incoming set accept=yes port=1700"));
+        assert!(s.contains("interim-update=300s"));
+        assert!(s.contains("require-message-auth=yes-for-request-resp"));
+        assert!(s.contains("($minor >= 15)"));
+        assert!(s.contains("policy=api,read,write"));
+        assert!(s.contains("address=10.200.0.1/32 comment=\"proxpanel\""));
+        // Without a generated key the router keeps its own.
+        let s = routeros_script(&ScriptInput {
+            peer: &peer,
+            private_key: None,
+            radius_secret: "x",
+            coa_port: 3799,
+            api_user: "u",
+            api_password: "p",
+            interim_s: 60,
+        });
+        assert!(!s.contains("private-key"));
+    }
+}
