@@ -7,7 +7,10 @@
 //! Authenticator and, when present, Message-Authenticator, records the round-trip latency and
 //! sends the next request, until `--duration` seconds have passed. A request still in flight
 //! at the deadline is abandoned and counted nowhere; requests/s is the number of replies
-//! received before the deadline divided by the duration.
+//! received before the deadline divided by the duration. With `--requests N` the run instead
+//! stops once N requests have been sent in total (and answered or timed out; `--duration` is
+//! then only an upper bound), and requests/s is over the time it took (`infra/bench/relay.sh`
+//! compares the server's CPU time per fixed number of requests).
 //!
 //! Users are `{prefix}{n:05}` for n in 1..=users (`user00001` … `user10000` by default), all
 //! with the same password (`--password`, default `password`). Task `t` walks the users
@@ -25,6 +28,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use saas_core::radius::{self, Code, DropReason, PacketBuilder, RequestMeta, chap, dict};
@@ -62,6 +66,10 @@ pub struct LoadArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 10)]
     pub duration: u64,
+    /// Stop after this many requests in total (all tasks together); 0 = run for --duration.
+    /// --duration still caps the run.
+    #[arg(long, default_value_t = 0)]
+    pub requests: u64,
     /// auth (PAP Access-Request) or acct (Accounting Start/Interim-Update/Stop cycles).
     #[arg(long, default_value = "auth")]
     pub mode: String,
@@ -170,6 +178,7 @@ pub async fn run(args: LoadArgs) -> Result<(), Fatal> {
         concurrency: args.concurrency,
         deadline: start + duration,
         run_tag,
+        budget: (args.requests > 0).then(|| AtomicU64::new(args.requests)),
     });
     let mut tasks = Vec::with_capacity(sockets.len());
     for (index, socket) in sockets.into_iter().enumerate() {
@@ -221,9 +230,19 @@ struct Shared {
     concurrency: u32,
     deadline: Instant,
     run_tag: u32,
+    /// Requests still to send (`--requests`); `None` = until the deadline.
+    budget: Option<AtomicU64>,
 }
 
 impl Shared {
+    /// Takes one request from the `--requests` budget; false once it is spent.
+    fn take_request(&self) -> bool {
+        self.budget.as_ref().is_none_or(|b| {
+            b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
+
     /// User (0-based index) of task `index` at its `round`-th user pick.
     fn user_index(&self, index: u32, round: u64) -> usize {
         let n = self.users.len() as u64;
@@ -282,7 +301,7 @@ async fn worker(index: u32, socket: UdpSocket, shared: &Shared) -> Tally {
     let mut identifier = rng.next() as u8;
     let mut buf = vec![0u8; 4096];
     let mut step: u64 = 0;
-    while Instant::now() < shared.deadline {
+    while Instant::now() < shared.deadline && shared.take_request() {
         identifier = identifier.wrapping_add(1);
         let built = match shared.mode {
             Mode::Auth => {
@@ -677,7 +696,17 @@ mod tests {
             concurrency,
             deadline: Instant::now(),
             run_tag: 0xdead_beef,
+            budget: None,
         }
+    }
+
+    #[test]
+    fn request_budget_is_shared_and_spent_exactly() {
+        let mut s = shared(Mode::Auth, 10, 4);
+        assert!((0..1000).all(|_| s.take_request()), "no budget: unlimited");
+        s.budget = Some(AtomicU64::new(3));
+        let taken = (0..10).filter(|_| s.take_request()).count();
+        assert_eq!(taken, 3);
     }
 
     #[test]
