@@ -217,18 +217,12 @@ pub async fn peer(ctx: &Context, as_json: bool, cmd: PeerCmd) -> Result<(), Fata
         }
         PeerCmd::Script { tenant, nas } => {
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
-            let n = ops.nas_named(&nas).await?;
-            let p = ops
-                .scope()
-                .peers()
-                .await?
-                .into_iter()
-                .find(|p| p.nas_id == n.id)
-                .ok_or_else(|| {
-                    Fatal::usage(format!(
-                        "NAS {nas:?} has no peer: add one with `proxpanel peer add`"
-                    ))
-                })?;
+            let (n, p) = ops.nas_peer(&nas).await?;
+            let p = p.ok_or_else(|| {
+                Fatal::usage(format!(
+                    "NAS {nas:?} has no peer: add one with `proxpanel peer add`"
+                ))
+            })?;
             let (_, relay_public) = relay_role::node_key(&ctx.store, &ctx.config).await?;
             let v = relay_role::peer_object(&ctx.config, &tenant, &n, &p, &relay_public);
             // The script carries the RADIUS secret and API password: showing it is audited.

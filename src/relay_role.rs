@@ -545,8 +545,10 @@ async fn check_nas(transport: &Transport, tenant: TenantId, nas: &Nas) -> serde_
         }
     };
     let connect_ms = started.elapsed().as_millis();
+    // Connected, and why the check stops there.
+    let connected = |detail: String| serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": detail});
     if nas.use_ssl {
-        return serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": "TCP connected (api-ssl)"});
+        return connected("TCP connected (api-ssl)".into());
     }
     // A harmless read-only sentence: a RouterOS router answers it (after login it would
     // name itself); any answer shows data flows both ways.
@@ -554,7 +556,7 @@ async fn check_nas(transport: &Transport, tenant: TenantId, nas: &Nas) -> serde_
         .write_all(&api_sentence(&["/system/identity/print"]))
         .await
     {
-        return serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": format!("write failed: {e}")});
+        return connected(format!("write failed: {e}"));
     }
     let mut buf = vec![0u8; 1024];
     match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
@@ -563,15 +565,9 @@ async fn check_nas(transport: &Transport, tenant: TenantId, nas: &Nas) -> serde_
             "bytes": n, "detail": format!("{n} bytes answered in {} ms", started.elapsed().as_millis()),
             "answer_hex": buf[..n].iter().map(|b| format!("{b:02x}")).collect::<String>(),
         }),
-        Ok(Ok(_)) => {
-            serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": "connection closed without an answer"})
-        }
-        Ok(Err(e)) => {
-            serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": format!("read failed: {e}")})
-        }
-        Err(_) => {
-            serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": "no answer within 3 s"})
-        }
+        Ok(Ok(_)) => connected("connection closed without an answer".into()),
+        Ok(Err(e)) => connected(format!("read failed: {e}")),
+        Err(_) => connected("no answer within 3 s".into()),
     }
 }
 

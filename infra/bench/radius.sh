@@ -81,11 +81,8 @@ KEEP=${KEEP:-0}
 QUIET_IDLE=${QUIET_IDLE:-80}
 QUIET_WAIT=${QUIET_WAIT:-120}
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=infra/bench/lib.sh
+. "$ROOT/infra/bench/lib.sh"
 want() { [[ " $SYSTEMS " == *" $1 "* ]]; }
 
 # --- cleanup --------------------------------------------------------------------------------
@@ -112,21 +109,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# stop_pid PID: TERM, wait up to 10 s, then KILL.
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-        : "$i"
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null
-    return 0
-}
 
 forget_pid() {
     local keep=() p
@@ -186,45 +168,6 @@ free_udp_port() {
     return 1
 }
 
-# wait_udp PID PORT... : until every port has a UDP listener, or PID died, or 60 s.
-wait_udp() {
-    local pid=$1 i p ok
-    shift
-    for i in $(seq 1 600); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ok=1
-        for p in "$@"; do
-            [ -n "$(ss -Hlun "sport = :$p" 2>/dev/null)" ] || ok=0
-        done
-        [ "$ok" = 1 ] && return 0
-        sleep 0.1
-        : "$i"
-    done
-    return 1
-}
-
-# Percentage of CPU time idle over the next second (all CPUs, from /proc/stat).
-cpu_idle_pct() {
-    local a b
-    a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    python3 -c "a=[int(x) for x in '$a'.split()]; b=[int(x) for x in '$b'.split()]; print(round(100*(b[0]-a[0])/max(1,b[1]-a[1])))"
-}
-
-# wait_quiet: until the machine is QUIET_IDLE % idle (other work on a shared box skews the
-# figures), at most QUIET_WAIT seconds; prints the last idle %.
-wait_quiet() {
-    local idle waited=0
-    idle=$(cpu_idle_pct)
-    while [ "$idle" -lt "$QUIET_IDLE" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        [ "$waited" = 0 ] && log "machine busy (${idle}% idle): waiting up to ${QUIET_WAIT}s for ${QUIET_IDLE}%"
-        sleep 4
-        waited=$((waited + 5))
-        idle=$(cpu_idle_pct)
-    done
-    printf '%s\n' "$idle"
-}
 
 # --- PostgreSQL + Redis ---------------------------------------------------------------------
 
@@ -374,7 +317,7 @@ fr_start() {
     FR_PID=$!
     SERVER_PID=$FR_PID
     PIDS+=("$FR_PID")
-    if ! wait_udp "$FR_PID" "$auth" "$acct"; then
+    if ! wait_udp_for 600 "$FR_PID" "$auth" "$acct"; then
         tail -30 "$WORK/fr-$name.log" >&2
         die "FreeRADIUS ($name) did not start listening on 127.0.0.1:$auth/$acct"
     fi
@@ -446,7 +389,7 @@ measure() {
                 >/dev/null || die "$sys $mode: warm-up load failed"
         fi
         for rep in $(seq 1 "$REPS"); do
-            idle=$(wait_quiet)
+            idle=$(quiet_idle)
             db="$PGURL_BASE/$dbname"
             before=
             if [ -n "$rows_sql" ]; then
@@ -595,7 +538,7 @@ if want proxpanel; then
         PP_PID=$!
         SERVER_PID=$PP_PID
         PIDS+=("$PP_PID")
-        if ! wait_udp "$PP_PID" "$PPA" "$PPB"; then
+        if ! wait_udp_for 600 "$PP_PID" "$PPA" "$PPB"; then
             tail -30 "$WORK/proxpanel-$variant.log" >&2
             die "proxpanel ($variant) did not start listening on 127.0.0.1:$PPA/$PPB"
         fi

@@ -78,11 +78,8 @@ SEED=7
 WGIF=ppbenchwg0
 ROUTER="relaybench$$"
 
-log() { printf '==> %s\n' "$*" >&2; }
-die() {
-    printf 'error: %s\n' "$*" >&2
-    exit 1
-}
+# shellcheck source=infra/bench/lib.sh
+. "$ROOT/infra/bench/lib.sh"
 
 PIDS=()
 WORK=
@@ -91,7 +88,7 @@ cleanup() {
     set +e
     trap - EXIT INT TERM
     for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
+        stop_pid "$pid" 50
     done
     "$HARNESS" down "$ROUTER" >/dev/null 2>&1
     ip link del "$WGIF" >/dev/null 2>&1
@@ -104,19 +101,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-        : "$i"
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-    return 0
-}
 
 # --- prerequisites --------------------------------------------------------------------------
 
@@ -159,40 +143,12 @@ free_tcp_port() {
 }
 # CPU ticks (user + system, all threads) of a running process.
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# wait_udp PID PORT...: until every port has a UDP listener (30 s).
-wait_udp() {
-    local pid=$1 i p ok
-    shift
-    for i in $(seq 1 300); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        ok=1
-        for p in "$@"; do [ -n "$(ss -Hlun "sport = :$p" 2>/dev/null)" ] || ok=0; done
-        [ "$ok" = 1 ] && return 0
-        sleep 0.1
-        : "$i"
-    done
-    return 1
-}
-# Percentage of CPU time idle over the next second (all CPUs, /proc/stat).
-cpu_idle_pct() {
-    local a b
-    a=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    sleep 1
-    b=$(awk '/^cpu /{print $5+$6, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat)
-    python3 -c "a=[int(x) for x in '$a'.split()]; b=[int(x) for x in '$b'.split()]; print(round(100*(b[0]-a[0])/max(1,b[1]-a[1])))"
-}
 # wait_quiet PART: until the machine is QUIET_IDLE % idle (at most QUIET_WAIT s); records the
 # idle % seen for the table.
 IDLE_NOTE=
 wait_quiet() {
-    local idle waited=0
-    idle=$(cpu_idle_pct)
-    while [ "$idle" -lt "$QUIET_IDLE" ] && [ "$waited" -lt "$QUIET_WAIT" ]; do
-        [ "$waited" = 0 ] && log "machine busy (${idle}% idle): waiting up to ${QUIET_WAIT}s for ${QUIET_IDLE}%"
-        sleep 4
-        waited=$((waited + 5))
-        idle=$(cpu_idle_pct)
-    done
+    local idle
+    idle=$(quiet_idle)
     IDLE_NOTE+="$1 ${idle}%, "
 }
 # kv FILE KEY: the value of a key=value line.
@@ -246,7 +202,7 @@ PROXPANEL_ROLES=relay,radius PROXPANEL_RADIUS_AUTH_LISTEN="127.0.0.1:$AUTHP" \
     "$PP" serve >"$WORK/serve.log" 2>&1 &
 SERVE=$!
 PIDS+=("$SERVE")
-wait_udp "$SERVE" "$AUTHP" "$WGP" || { tail -30 "$WORK/serve.log" >&2; die "serve did not start listening"; }
+wait_udp_for 300 "$SERVE" "$AUTHP" "$WGP" || { tail -30 "$WORK/serve.log" >&2; die "serve did not start listening"; }
 
 log "router namespace $ROUTER (wireguard-go) → relay"
 "$HARNESS" up "$ROUTER" --peer-json "$WORK/peer.json" --relay-port "$WGP" >"$WORK/router.txt" 2>"$WORK/router.err" \
@@ -292,7 +248,7 @@ MS_TUNNEL=$(calc "round(${TICKS[tunnel]} / $HZ * 1e3 * 10000 / ${OKS[tunnel]})")
 row "serve CPU ms per 10,000 Access-Requests" "$MS_TUNNEL (tunnel)" "direct" "$MS_DIRECT" \
     "$(calc "round($MS_TUNNEL / $MS_DIRECT, 2)")×" "≤ 1.25×"
 NOTE_RPS="req/s (generator, shared cores; not compared): direct ${RPS[direct]}| tunnel ${RPS[tunnel]}"
-stop_pid "$SERVE"
+stop_pid "$SERVE" 50
 "$HARNESS" down "$ROUTER" >/dev/null 2>&1 || true
 
 # --- 2. handshakes/s on one core ------------------------------------------------------------
@@ -313,10 +269,10 @@ HSP=$(free_udp_port)
 taskset -c "$CPU_RESP" "$RB" responder "127.0.0.1:$HSP" "$HS_PEERS" "$SEED" >"$WORK/responder.txt" 2>&1 &
 RESP=$!
 PIDS+=("$RESP")
-wait_udp "$RESP" "$HSP" || die "relay_bench responder did not start"
+wait_udp_for 300 "$RESP" "$HSP" || die "relay_bench responder did not start"
 for _ in $(seq 1 100); do grep -q ready=1 "$WORK/responder.txt" && break; sleep 0.1; done
 blast_at "$HSP" "$RESP" "$WORK/hs-ours.txt"
-stop_pid "$RESP"
+stop_pid "$RESP" 50
 
 log "handshakes: wireguard-go ($WGIF on the host, CPU $CPU_RESP), the same peers and initiations"
 ip link del "$WGIF" >/dev/null 2>&1 || true
@@ -328,9 +284,9 @@ PIDS+=("$WGGO")
 for _ in $(seq 1 100); do [ -S "/run/wireguard/$WGIF.sock" ] && break; sleep 0.1; done
 wg setconf "$WGIF" "$WORK/wg.conf" || die "wg setconf failed"
 ip link set "$WGIF" up
-wait_udp "$WGGO" "$WGGP" || die "wireguard-go is not listening on $WGGP"
+wait_udp_for 300 "$WGGO" "$WGGP" || die "wireguard-go is not listening on $WGGP"
 blast_at "$WGGP" "$WGGO" "$WORK/hs-wg.txt"
-stop_pid "$WGGO"
+stop_pid "$WGGO" 50
 ip link del "$WGIF" >/dev/null 2>&1 || true
 
 for f in ours wg; do

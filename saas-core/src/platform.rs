@@ -753,16 +753,23 @@ impl TenantOps {
         Ok(peer)
     }
 
-    /// Removes the peer of a NAS; the relay drops its tunnel at once.
-    pub async fn remove_peer(&self, nas_name: &str) -> Result<WgPeer> {
+    /// A NAS by name and its WireGuard peer, if it has one.
+    pub async fn nas_peer(&self, nas_name: &str) -> Result<(Nas, Option<WgPeer>)> {
         let nas = self.nas_named(nas_name).await?;
         let peer = self
             .scope
             .peers()
             .await?
             .into_iter()
-            .find(|p| p.nas_id == nas.id)
-            .ok_or_else(|| PlatformError::NotFound(format!("a peer for NAS {nas_name:?}")))?;
+            .find(|p| p.nas_id == nas.id);
+        Ok((nas, peer))
+    }
+
+    /// Removes the peer of a NAS; the relay drops its tunnel at once.
+    pub async fn remove_peer(&self, nas_name: &str) -> Result<WgPeer> {
+        let (nas, peer) = self.nas_peer(nas_name).await?;
+        let peer =
+            peer.ok_or_else(|| PlatformError::NotFound(format!("a peer for NAS {nas_name:?}")))?;
         self.scope.delete_peer(peer.id).await?;
         self.done(
             "peer.delete",

@@ -33,6 +33,21 @@ pub struct Usage {
     pub output: i64,
 }
 
+impl Usage {
+    /// Closed-session octets plus each open session's counters.
+    fn total(closed: (i64, i64), open: impl ExactSizeIterator<Item = (i64, i64)>) -> Self {
+        let n = open.len() as i64;
+        let (input, output) = open.fold(closed, |(a, b), (i, o)| {
+            (a.saturating_add(i), b.saturating_add(o))
+        });
+        Usage {
+            open: n,
+            input,
+            output,
+        }
+    }
+}
+
 /// A subscriber's state as read from the store, to seed the ledger.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seed {
@@ -40,6 +55,13 @@ pub struct Seed {
     pub open: Vec<(NasId, String, i64, i64)>,
     /// Octets of closed sessions since the usage reset (input, output).
     pub closed: (i64, i64),
+}
+
+impl Seed {
+    /// The usage this seed stands for.
+    pub fn usage(&self) -> Usage {
+        Usage::total(self.closed, self.open.iter().map(|(_, _, i, o)| (*i, *o)))
+    }
 }
 
 /// One durable accounting change.
@@ -116,15 +138,7 @@ struct Entry {
 
 impl Entry {
     fn usage(&self) -> Usage {
-        let (i, o) = self
-            .open
-            .values()
-            .fold(self.closed, |(a, b), (i, o)| (a + i, b + o));
-        Usage {
-            open: self.open.len() as i64,
-            input: i,
-            output: o,
-        }
+        Usage::total(self.closed, self.open.values().copied())
     }
 
     /// The same rules as the Redis script below.
@@ -329,17 +343,12 @@ impl Ledger for RedisLedger {
         let Some(closed) = h.get("c") else {
             return Ok(None);
         };
-        let mut u = Usage::default();
-        (u.input, u.output) = pair(closed);
-        for (k, v) in &h {
-            if k.starts_with("s:") {
-                let (i, o) = pair(v);
-                u.open += 1;
-                u.input += i;
-                u.output += o;
-            }
-        }
-        Ok(Some(u))
+        let open: Vec<(i64, i64)> = h
+            .iter()
+            .filter(|(k, _)| k.starts_with("s:"))
+            .map(|(_, v)| pair(v))
+            .collect();
+        Ok(Some(Usage::total(pair(closed), open.into_iter())))
     }
 
     async fn seed(&self, tenant: TenantId, username: &str, seed: &Seed) -> Result<(), CacheError> {

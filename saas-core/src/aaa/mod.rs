@@ -376,17 +376,7 @@ impl Engine {
             }
         }
         let seed = scope.ledger_seed(username, since).await?;
-        let u = ledger::Usage {
-            open: seed.open.len() as i64,
-            input: seed
-                .open
-                .iter()
-                .fold(seed.closed.0, |a, (_, _, i, _)| a.saturating_add(*i)),
-            output: seed
-                .open
-                .iter()
-                .fold(seed.closed.1, |a, (_, _, _, o)| a.saturating_add(*o)),
-        };
+        let u = seed.usage();
         if let Err(e) = self.ledger.seed(scope.tenant_id(), username, &seed).await {
             tracing::debug!(error = %e, "could not seed the session ledger");
         }

@@ -165,6 +165,19 @@ fn peer_row(r: &DbRow) -> Result<WgPeer> {
     })
 }
 
+/// A peer joined with its tenant (`p.id, p.tenant_id, p.nas_id, p.tunnel_address, t.status,
+/// t.suspended_at`), as the relay sees it.
+fn peer_identity_row(r: &DbRow) -> Result<PeerIdentity> {
+    Ok(PeerIdentity {
+        peer_id: PeerId(r.try_get("id")?),
+        tenant_id: TenantId(r.try_get("tenant_id")?),
+        tenant_status: parse_enum(r.try_get("status")?)?,
+        suspended_at: r.try_get("suspended_at")?,
+        nas_id: NasId(r.try_get("nas_id")?),
+        tunnel_address: r.try_get("tunnel_address")?,
+    })
+}
+
 const SESSION_COLS: &str = "id, tenant_id, nas_id, username, acct_session_id, framed_ip, calling_station_id, started_at, updated_at, stopped_at, input_octets, output_octets, terminate_cause";
 
 fn session_row(r: &DbRow) -> Result<Session> {
@@ -874,14 +887,7 @@ impl Db {
         rows.iter()
             .map(|r| {
                 Ok(RelayPeer {
-                    identity: PeerIdentity {
-                        peer_id: PeerId(r.try_get("id")?),
-                        tenant_id: TenantId(r.try_get("tenant_id")?),
-                        tenant_status: parse_enum(r.try_get("status")?)?,
-                        suspended_at: r.try_get("suspended_at")?,
-                        nas_id: NasId(r.try_get("nas_id")?),
-                        tunnel_address: r.try_get("tunnel_address")?,
-                    },
+                    identity: peer_identity_row(r)?,
                     public_key: r.try_get("public_key")?,
                     endpoint: r.try_get("endpoint")?,
                     handshake_tai64: r.try_get("handshake_tai64")?,
@@ -894,17 +900,7 @@ impl Db {
     pub(super) async fn sys_peer_by_key(&self, key: &str) -> Result<Option<PeerIdentity>> {
         let row = sqlx::query("SELECT p.id, p.tenant_id, p.nas_id, p.tunnel_address, t.status, t.suspended_at FROM wg_peers p JOIN tenants t ON t.id = p.tenant_id WHERE p.public_key = $1")
             .bind(key).fetch_optional(self.sys()).await?;
-        row.map(|r| {
-            Ok(PeerIdentity {
-                peer_id: PeerId(r.try_get("id")?),
-                tenant_id: TenantId(r.try_get("tenant_id")?),
-                tenant_status: parse_enum(r.try_get("status")?)?,
-                suspended_at: r.try_get("suspended_at")?,
-                nas_id: NasId(r.try_get("nas_id")?),
-                tunnel_address: r.try_get("tunnel_address")?,
-            })
-        })
-        .transpose()
+        row.as_ref().map(peer_identity_row).transpose()
     }
 
     pub(super) async fn sys_tenants_to_purge(&self, before: DateTime<Utc>) -> Result<Vec<TenantId>> {
