@@ -60,7 +60,7 @@ impl Sources {
         {
             return v.clone();
         }
-        let found = match self.store.system().nas_by_source(ip).await {
+        let found = match Box::pin(self.store.system().nas_by_source(ip)).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "NAS lookup by source address failed");
@@ -100,11 +100,38 @@ pub async fn serve(
     engine: Arc<Engine>,
     sources: Arc<Sources>,
     events: EffectPublisher,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
     // Bounded concurrency: a flood queues in the socket buffer instead of in memory.
     let permits = Arc::new(Semaphore::new(512));
+    // One receiver per core: warm requests are answered by the receiver that read them.
+    let receivers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..receivers {
+        tasks.spawn(receive(
+            socket.clone(),
+            port,
+            engine.clone(),
+            sources.clone(),
+            events.clone(),
+            permits.clone(),
+            stop.clone(),
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// One receive loop of a listener; several share the socket.
+async fn receive(
+    socket: Arc<UdpSocket>,
+    port: Port,
+    engine: Arc<Engine>,
+    sources: Arc<Sources>,
+    events: EffectPublisher,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; 4096 + 1];
     loop {
         let (n, src) = tokio::select! {
@@ -131,7 +158,7 @@ pub async fn serve(
             sources.clone(),
             events.clone(),
         );
-        tokio::spawn(async move {
+        let mut work = Box::pin(async move {
             let _permit = permit;
             let Some(nas) = sources.lookup(src.ip()).await else {
                 sources.log_unknown(src);
@@ -160,6 +187,13 @@ pub async fn serve(
             }
             events.publish(nas.tenant_id, out.effects);
         });
+        // A warm Access-Request completes on its first poll: answering it here saves a task
+        // spawn and a hand-over between threads; only work that waits (accounting durability,
+        // a cold cache) moves to its own task.
+        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+        if first.is_pending() {
+            tokio::spawn(work);
+        }
     }
 }
 

@@ -197,12 +197,39 @@ fi
 pg "$PP_TEST_PG_SUPER_URL" -tAc 'show fsync' | grep -qx "$([ "$PG_DURABLE" = 1 ] && echo on || echo off)" \
     || die "PostgreSQL durability is not what PG_DURABLE=$PG_DURABLE asks for"
 PG_SETTINGS=$(pg "$PP_TEST_PG_SUPER_URL" -tAc "select string_agg(name||'='||setting, ' ' order by name) from pg_settings where name in ('fsync','synchronous_commit','full_page_writes','server_version')")
+
+# The disk's flush latency bounds durable accounting: a closed loop of C outstanding requests in
+# which every answer waits for one flush (PostgreSQL's commit, or our spool) cannot exceed
+# C / latency requests per second, however the flushes are shared. Measured where PostgreSQL's
+# data lives: median fdatasync of a 4 KiB append, 200 times.
+PG_DATA_DIR=$(pg "$PP_TEST_PG_SUPER_URL" -tAc 'show data_directory')
+FSYNC_MS=$(python3 - "$PG_DATA_DIR" <<'EOF'
+import os, statistics, sys, time
+path = os.path.join(sys.argv[1], "proxpanel-bench-fsync.tmp")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+lat = []
+try:
+    for _ in range(200):
+        t = time.perf_counter()
+        os.write(fd, b"x" * 4096)
+        os.fdatasync(fd)
+        lat.append(time.perf_counter() - t)
+finally:
+    os.close(fd)
+    os.unlink(path)
+print(f"{statistics.median(lat) * 1e3:.2f}")
+EOF
+) || FSYNC_MS=""
+export FSYNC_MS
+[ -n "$FSYNC_MS" ] && log "disk flush latency (fdatasync, median of 200): $FSYNC_MS ms"
 PGURL_BASE="postgres://postgres@127.0.0.1:$PGPORT"
 
 # --- proxpanel binary -----------------------------------------------------------------------
 
 if [ -n "${PROXPANEL_BIN:-}" ]; then
     PP=$PROXPANEL_BIN
+    # A knob of this script, not of proxpanel (which refuses PROXPANEL_* names it does not know).
+    unset PROXPANEL_BIN
 elif [ "$SKIP_BUILD" = 1 ]; then
     PP="$ROOT/target/release/proxpanel"
 else
@@ -568,7 +595,7 @@ fi
 
 python3 - "$RESULTS" "$DURATION" "$REPS" "$USERS" "$PG_SETTINGS" "$FR_VERSION" "$(nproc)" \
     "$(uname -r)" "${SETUP_NOTES[@]}" <<'EOF'
-import statistics, sys
+import os, statistics, sys
 from collections import defaultdict
 
 path, duration, reps, users, pgs, frv, ncpu, kernel = sys.argv[1:9]
@@ -664,6 +691,15 @@ for c in concs:
             parts.append(f"{mode} ours/{name} = {a / b:.2f}x{goal}")
         if parts:
             print(f"c={c} {o}: " + "; ".join(parts))
+    # The physical ceiling of durable accounting at this concurrency (see FSYNC_MS above).
+    fs = float(os.environ.get("FSYNC_MS") or 0)
+    if fs > 0:
+        cap = c / (fs / 1000)
+        got = [f"{s} {ref[(s, 'acct')] / cap:.0%}" for s in dict.fromkeys(k[0] for k in order)
+               if ref.get((s, "acct"))]
+        if got:
+            print(f"c={c} durable-accounting ceiling: {c} outstanding / {fs:.2f} ms flush = {cap:,.0f} req/s; "
+                  f"reached: " + ", ".join(got))
 # Where the database time goes: statements per request (the last run at the highest concurrency
 # of every system and request type that uses PostgreSQL).
 shown = set()

@@ -375,7 +375,8 @@ impl Engine {
                 tracing::warn!(error = %e, "session ledger unavailable; reading the store");
             }
         }
-        let seed = scope.ledger_seed(username, since).await?;
+        // Boxed: cold-path store futures are large; inline they would bloat every request's task.
+        let seed = Box::pin(scope.ledger_seed(username, since)).await?;
         let u = seed.usage();
         if let Err(e) = self.ledger.seed(scope.tenant_id(), username, &seed).await {
             tracing::debug!(error = %e, "could not seed the session ledger");
@@ -414,8 +415,8 @@ impl Engine {
         if let Some(i) = self.nas.read().unwrap_or_else(|p| p.into_inner()).get(&nas) {
             return Some(i.clone());
         }
-        let n = scope.nas(nas).await.ok()??;
-        let secret = scope.nas_secret(nas).await.ok()?;
+        let n = Box::pin(scope.nas(nas)).await.ok()??;
+        let secret = Box::pin(scope.nas_secret(nas)).await.ok()?;
         let info = Arc::new(NasInfo {
             secret: secret.into_bytes(),
             vendor: n.vendor,
@@ -522,7 +523,7 @@ impl Engine {
             }
             due
         };
-        if due && let Err(e) = scope.touch_nas(id, now).await {
+        if due && let Err(e) = Box::pin(scope.touch_nas(id, now)).await {
             tracing::debug!(error = %e, "could not record radius_last_seen");
         }
     }
@@ -597,7 +598,9 @@ impl Engine {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(m.as_str().to_owned());
-                    if let Err(e) = scope.mark_message_auth_seen(req.nas, m.as_str()).await {
+                    if let Err(e) =
+                        Box::pin(scope.mark_message_auth_seen(req.nas, m.as_str())).await
+                    {
                         tracing::warn!(error = %e, "could not remember Message-Authenticator use");
                     }
                 }

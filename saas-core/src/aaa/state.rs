@@ -68,7 +68,7 @@ impl LiveState {
         {
             return Ok(*s);
         }
-        let s = scope.tenant().await?.status;
+        let s = Box::pin(scope.tenant()).await?.status;
         self.tenants
             .write()
             .unwrap_or_else(|p| p.into_inner())
@@ -92,16 +92,16 @@ impl LiveState {
             return Ok(e.clone());
         }
         // One query, one transaction: subscriber, password and plan together.
-        let entry = scope
-            .subscriber_for_auth(username)
-            .await?
-            .map(|(sub, password, plan)| {
-                Arc::new(SubEntry {
-                    sub,
-                    password,
-                    plan,
-                })
-            });
+        let entry =
+            Box::pin(scope.subscriber_for_auth(username))
+                .await?
+                .map(|(sub, password, plan)| {
+                    Arc::new(SubEntry {
+                        sub,
+                        password,
+                        plan,
+                    })
+                });
         let mut m = self.subs.write().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if m.len() > 200_000 {

@@ -467,6 +467,8 @@ impl Db {
 
     pub(super) async fn subscriber_delete(&self, t: TenantId, id: SubscriberId) -> Result<bool> {
         let mut tx = self.write(t).await?;
+        // Sessions keep their history without the link (no foreign key on PostgreSQL: 0005).
+        sqlx::query("UPDATE radius_sessions SET subscriber_id = NULL WHERE tenant_id = $1 AND subscriber_id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
         let res = sqlx::query("DELETE FROM subscribers WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(res.rows_affected() > 0)
@@ -564,6 +566,8 @@ impl Db {
 
     pub(super) async fn nas_delete(&self, t: TenantId, id: NasId) -> Result<bool> {
         let mut tx = self.write(t).await?;
+        // A NAS's sessions go with it (no foreign key on PostgreSQL: 0005).
+        sqlx::query("DELETE FROM radius_sessions WHERE tenant_id = $1 AND nas_id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
         let res = sqlx::query("DELETE FROM nas_devices WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(res.rows_affected() > 0)

@@ -1025,3 +1025,53 @@ async fn auth_log_batch_is_written_whole_and_per_tenant() {
         assert!(b.auth_log(1000).await.unwrap().is_empty(), "{}", ts.backend);
     }
 }
+
+/// The store keeps the links of the hot tables itself (PostgreSQL has no foreign keys on them,
+/// migration 0005): deleting a subscriber keeps its session history, deleting a NAS
+/// deletes its sessions, and neither touches another tenant's rows.
+#[tokio::test]
+async fn deletes_keep_session_links_consistent_on_every_backend() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "linksa").await;
+        let b = tenant(&ts, "linksb").await;
+        let mut ids = Vec::new();
+        for scope in [&a, &b] {
+            let nas = scope.create_nas(&new_nas("n", None, "s")).await.unwrap();
+            let sub = scope
+                .create_subscriber(&new_sub("dave", "x"))
+                .await
+                .unwrap();
+            let at = saas_core::store::now() - chrono::Duration::seconds(60);
+            let mut r = acct(AcctKind::Start, nas.id, "L1", 0, 0, 0, at);
+            r.subscriber = Some(sub.id);
+            scope.record_accounting(&[r]).await.unwrap();
+            ids.push((nas.id, sub.id));
+        }
+        let (nas_a, sub_a) = ids[0];
+        assert!(a.delete_subscriber(sub_a).await.unwrap());
+        let s = a.sessions(false, 10).await.unwrap();
+        assert_eq!(s.len(), 1, "{}: history stays", ts.backend);
+        assert!(a.delete_nas(nas_a).await.unwrap());
+        assert!(
+            a.sessions(false, 10).await.unwrap().is_empty(),
+            "{}",
+            ts.backend
+        );
+        // Tenant B's NAS, subscriber and session are untouched.
+        assert_eq!(
+            b.sessions(false, 10).await.unwrap().len(),
+            1,
+            "{}",
+            ts.backend
+        );
+        // The ids of B used in A's scope change nothing.
+        assert!(!a.delete_nas(ids[1].0).await.unwrap());
+        assert!(!a.delete_subscriber(ids[1].1).await.unwrap());
+        assert_eq!(
+            b.sessions(false, 10).await.unwrap().len(),
+            1,
+            "{}",
+            ts.backend
+        );
+    }
+}
