@@ -96,12 +96,13 @@ impl Db {
     /// A transaction bound to one tenant: `app.tenant_id` is set for this transaction only, so
     /// RLS policies see it and a pooled connection never carries it over.
     async fn read(&self, t: TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT set_config('app.tenant_id', $1, true)")
-            .bind(t.0.to_string())
-            .execute(&mut *tx)
-            .await?;
-        Ok(tx)
+        // BEGIN and the tenant setting in one round trip (simple query protocol). The value is a
+        // typed UUID's canonical text (hex digits and dashes), so inlining it is safe.
+        let begin = format!(
+            "BEGIN; SELECT set_config('app.tenant_id', '{}', true)",
+            t.0.hyphenated()
+        );
+        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
     }
 
     async fn write(&self, t: TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
