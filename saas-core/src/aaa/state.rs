@@ -131,6 +131,11 @@ impl LiveState {
     }
 }
 
+/// How long an auth-log line may wait for others to share its statement.
+const AUTH_LOG_LINGER: Duration = Duration::from_millis(100);
+/// Most auth-log lines written together.
+const AUTH_LOG_BATCH: usize = 4096;
+
 /// Writes auth-log lines behind the reply, batched per tenant.
 #[derive(Clone)]
 pub(super) struct AuthLogWriter {
@@ -142,11 +147,16 @@ impl AuthLogWriter {
         let (tx, mut rx) = mpsc::channel::<(TenantId, AuthLogEntry)>(65_536);
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
+                // Lines linger up to AUTH_LOG_LINGER so that a busy server writes a few large
+                // statements a second instead of many small ones (per-statement cost dominates
+                // the database's share of an Access-Request otherwise).
                 let mut batch = vec![first];
-                while batch.len() < 1024 {
-                    match rx.try_recv() {
-                        Ok(x) => batch.push(x),
-                        Err(_) => break,
+                let deadline = tokio::time::Instant::now() + AUTH_LOG_LINGER;
+                while batch.len() < AUTH_LOG_BATCH {
+                    let room = AUTH_LOG_BATCH - batch.len();
+                    match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                        Ok(n) if n > 0 => {}
+                        _ => break,
                     }
                 }
                 let mut by_tenant: HashMap<TenantId, Vec<AuthLogEntry>> = HashMap::new();
