@@ -410,6 +410,11 @@ measure() {
     local sys=$1 mode=$2 port=$3 dbname=${4:-} rows_sql=${5:-} db c rep out before after idle stmts
     local s0 s1 p0 p1 cpu
     for c in $CONCURRENCY; do
+        # Every point starts from a settled database (the previous point's rows vacuumed, dirty
+        # pages written), so no point pays for its predecessor's autovacuum or checkpoint.
+        if [ -n "$dbname" ]; then
+            pg "$PGURL_BASE/$dbname" -c 'VACUUM ANALYZE' -c 'CHECKPOINT' >/dev/null || die "VACUUM failed"
+        fi
         if [ "$WARMUP" -gt 0 ]; then
             "$PP" dev radius-load --target "127.0.0.1:$port" --secret "$SECRET" --users "$USERS" \
                 --concurrency "$c" --duration "$WARMUP" --mode "$mode" --password "$PASSWORD" --json \

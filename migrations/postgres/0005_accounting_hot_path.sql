@@ -13,3 +13,10 @@ ALTER TABLE auth_log DROP CONSTRAINT IF EXISTS auth_log_tenant_id_fkey;
 -- update them in place (HOT) instead of adding index entries.
 ALTER TABLE radius_sessions SET (fillfactor = 80);
 
+
+-- Every session leaves dead index entries behind (its Start's entry in radius_sessions_open, each
+-- update's old version): vacuum after 2 % of the table changed instead of PostgreSQL's 20 %, so
+-- the open-session lookups of a busy accounting stream stay short (measured: a bloated open index
+-- made the batch statements ten times slower).
+ALTER TABLE radius_sessions SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02);
+ALTER TABLE auth_log SET (autovacuum_vacuum_insert_scale_factor = 0.05);

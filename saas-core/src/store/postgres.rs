@@ -139,7 +139,7 @@ impl Db {
 }
 
 impl Db {
-    /// A run of accounting records with distinct sessions, in two statements whatever its size:
+    /// A run of accounting records with distinct sessions, in one statement whatever its size:
     /// every Start in one INSERT (skipping one already stored, as a late retransmit would be),
     /// every Interim/Stop in one UPDATE of the open sessions. What the UPDATE found no open
     /// session for (a lost Start, a repeated Stop) takes the one-by-one path.
@@ -158,9 +158,11 @@ impl Db {
         let started = |r: &AcctRecord| r.at - chrono::Duration::seconds(r.session_time_s.max(0));
         let (starts, updates): (Vec<&AcctRecord>, Vec<&AcctRecord>) =
             run.iter().partition(|r| r.kind == AcctKind::Start);
-        if !starts.is_empty() {
-            sqlx::query(
-                "INSERT INTO radius_sessions (id, tenant_id, nas_id, subscriber_id, username, acct_session_id, framed_ip,
+        // One statement, one round trip: the INSERT and the UPDATE see the same snapshot, which
+        // is right because a run's sessions are distinct (no update targets a row inserted here).
+        let found: Vec<i32> = sqlx::query_scalar(
+            "WITH ins AS (
+                INSERT INTO radius_sessions (id, tenant_id, nas_id, subscriber_id, username, acct_session_id, framed_ip,
                     calling_station_id, nas_port_id, started_at, updated_at, stopped_at, session_time_s, input_octets,
                     output_octets, terminate_cause)
                  SELECT u.id, $1, u.nas, u.sub, u.username, u.asid, u.ip, u.csid, u.port, u.started, u.at, NULL,
@@ -173,44 +175,38 @@ impl Db {
                     WHERE s.tenant_id = $1 AND s.nas_id = u.nas AND s.acct_session_id = u.asid
                       AND s.stopped_at IS NULL
                       AND s.started_at BETWEEN u.started - interval '5 seconds' AND u.started + interval '5 seconds')
-                 ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(t.0)
-            .bind(starts.iter().map(|r| r.id.0).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.nas.0).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.subscriber.map(|s| s.0)).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.username.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.acct_session_id.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.framed_ip.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.calling_station_id.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.nas_port_id.clone()).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| started(r)).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.at).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.session_time_s).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.input_octets).collect::<Vec<_>>())
-            .bind(starts.iter().map(|r| r.output_octets).collect::<Vec<_>>())
-            .execute(&mut **tx)
-            .await?;
-        }
-        if updates.is_empty() {
-            return Ok(());
-        }
-        let found: Vec<i32> = sqlx::query_scalar(
-            "UPDATE radius_sessions s SET
-                input_octets = GREATEST(s.input_octets, u.i),
-                output_octets = GREATEST(s.output_octets, u.o),
-                session_time_s = GREATEST(s.session_time_s, u.st),
-                framed_ip = COALESCE(u.ip, s.framed_ip),
-                updated_at = u.at,
-                stopped_at = CASE WHEN u.stop THEN u.at ELSE s.stopped_at END,
-                terminate_cause = COALESCE(u.cause, s.terminate_cause)
-             FROM unnest($2::int4[], $3::uuid[], $4::text[], $5::int8[], $6::int8[], $7::int8[], $8::text[],
-                         $9::timestamptz[], $10::bool[], $11::text[])
-                  AS u(idx, nas, asid, i, o, st, ip, at, stop, cause)
-             WHERE s.tenant_id = $1 AND s.nas_id = u.nas AND s.acct_session_id = u.asid AND s.stopped_at IS NULL
-             RETURNING u.idx",
+                 ON CONFLICT (id) DO NOTHING
+             ), upd AS (
+                UPDATE radius_sessions s SET
+                    input_octets = GREATEST(s.input_octets, u.i),
+                    output_octets = GREATEST(s.output_octets, u.o),
+                    session_time_s = GREATEST(s.session_time_s, u.st),
+                    framed_ip = COALESCE(u.ip, s.framed_ip),
+                    updated_at = u.at,
+                    stopped_at = CASE WHEN u.stop THEN u.at ELSE s.stopped_at END,
+                    terminate_cause = COALESCE(u.cause, s.terminate_cause)
+                 FROM unnest($15::int4[], $16::uuid[], $17::text[], $18::int8[], $19::int8[], $20::int8[], $21::text[],
+                             $22::timestamptz[], $23::bool[], $24::text[])
+                      AS u(idx, nas, asid, i, o, st, ip, at, stop, cause)
+                 WHERE s.tenant_id = $1 AND s.nas_id = u.nas AND s.acct_session_id = u.asid AND s.stopped_at IS NULL
+                 RETURNING u.idx
+             )
+             SELECT idx FROM upd",
         )
         .bind(t.0)
+        .bind(starts.iter().map(|r| r.id.0).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.nas.0).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.subscriber.map(|s| s.0)).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.username.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.acct_session_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.framed_ip.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.calling_station_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.nas_port_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| started(r)).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.at).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.session_time_s).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.input_octets).collect::<Vec<_>>())
+        .bind(starts.iter().map(|r| r.output_octets).collect::<Vec<_>>())
         .bind((0..updates.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect::<Vec<_>>())
         .bind(updates.iter().map(|r| r.nas.0).collect::<Vec<_>>())
         .bind(updates.iter().map(|r| r.acct_session_id.clone()).collect::<Vec<_>>())
