@@ -43,6 +43,10 @@ pub mod kinds {
     pub const NAS_CHECK: &str = "nas.check";
     /// Result of a `nas.check`.
     pub const NAS_CHECK_RESULT: &str = "nas.check.result";
+    /// Request: open sessions with their routers' live view (`session list --online --live`).
+    pub const SESSIONS_LIVE: &str = "sessions.live";
+    /// Result of a `sessions.live`.
+    pub const SESSIONS_LIVE_RESULT: &str = "sessions.live.result";
 }
 
 /// Bus failures.

@@ -177,6 +177,12 @@ pub struct Config {
     pub wg_tenant_handshake_rate: u32,
     /// How long a suspended tenant's tunnels stay up (its sessions get their Disconnect first).
     pub wg_drain_s: u64,
+    /// Seconds between RouterOS API health polls of each NAS.
+    pub nas_poll_interval_s: u64,
+    /// NAS polled at once by this process (all tenants together).
+    pub nas_poll_concurrency: u32,
+    /// Seconds between QuotaSync reads of each NAS's session counters (0 = off).
+    pub nas_quota_sync_s: u64,
     /// Authoritative DNS.
     pub dns_listen: Listen,
     /// NS names and glue addresses.
@@ -212,6 +218,7 @@ struct RawFile {
     admin: Option<RawListen>,
     radius: Option<RawRadius>,
     wg: Option<RawWg>,
+    nas: Option<RawNas>,
     dns: Option<RawDns>,
     ingress_addrs: Option<StrOrList>,
     acme: Option<RawAcme>,
@@ -254,6 +261,14 @@ struct RawRadius {
     acct_listen: Option<String>,
     tenant_rps: Option<StrOrNum>,
     interim_interval_s: Option<StrOrNum>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNas {
+    poll_interval_s: Option<StrOrNum>,
+    poll_concurrency: Option<StrOrNum>,
+    quota_sync_s: Option<StrOrNum>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -492,6 +507,24 @@ pub const SETTINGS: &[Setting] = &[
         key: "wg.drain_s",
         default: "600",
         meaning: "seconds a suspended tenant's tunnels stay up (online sessions get their Disconnect first)",
+    },
+    Setting {
+        env: "PROXPANEL_NAS_POLL_INTERVAL",
+        key: "nas.poll_interval_s",
+        default: "30",
+        meaning: "seconds between RouterOS API health polls of each NAS (three failures in a row = offline)",
+    },
+    Setting {
+        env: "PROXPANEL_NAS_POLL_CONCURRENCY",
+        key: "nas.poll_concurrency",
+        default: "32",
+        meaning: "NAS this process polls at once, all tenants together",
+    },
+    Setting {
+        env: "PROXPANEL_NAS_QUOTA_SYNC",
+        key: "nas.quota_sync_s",
+        default: "30",
+        meaning: "seconds between QuotaSync reads of session byte counters from each router's API (0 = off)",
     },
     Setting {
         env: "PROXPANEL_DNS_LISTEN",
@@ -838,6 +871,21 @@ impl Config {
                 take("wg.drain_s").unwrap_or(("600".into(), Origin::Default)),
                 "expected seconds",
             )?,
+            nas_poll_interval_s: parse(
+                "nas.poll_interval_s",
+                take("nas.poll_interval_s").unwrap_or(("30".into(), Origin::Default)),
+                "expected seconds",
+            )?,
+            nas_poll_concurrency: parse(
+                "nas.poll_concurrency",
+                take("nas.poll_concurrency").unwrap_or(("32".into(), Origin::Default)),
+                "expected a number of NAS",
+            )?,
+            nas_quota_sync_s: parse(
+                "nas.quota_sync_s",
+                take("nas.quota_sync_s").unwrap_or(("30".into(), Origin::Default)),
+                "expected seconds (0 = off)",
+            )?,
             dns_listen: listen("dns.listen", take("dns.listen"), "127.0.0.1:1053")?,
             dns_nameservers,
             dns_secondaries,
@@ -917,6 +965,18 @@ fn flatten_file(raw: RawFile) -> Vec<(&'static str, String)> {
             wg.tenant_handshake_rate.map(StrOrNum::text),
         ),
         ("wg.drain_s", wg.drain_s.map(StrOrNum::text)),
+    ]);
+    let nas = raw.nas.unwrap_or_default();
+    out.extend([
+        (
+            "nas.poll_interval_s",
+            nas.poll_interval_s.map(StrOrNum::text),
+        ),
+        (
+            "nas.poll_concurrency",
+            nas.poll_concurrency.map(StrOrNum::text),
+        ),
+        ("nas.quota_sync_s", nas.quota_sync_s.map(StrOrNum::text)),
     ]);
     let d = raw.dns.unwrap_or_default();
     out.extend([

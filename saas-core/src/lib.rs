@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod model;
 pub mod platform;
 pub mod radius;
+pub mod routeros;
 pub mod store;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;

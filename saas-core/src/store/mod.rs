@@ -756,6 +756,50 @@ impl TenantScope {
         }
     }
 
+    /// Sets the RouterOS API port and whether it is API-SSL; false when there is no such NAS.
+    pub async fn set_nas_api_endpoint(&self, id: NasId, port: u16, use_ssl: bool) -> Result<bool> {
+        dispatch!(
+            self.store,
+            nas_set_api_endpoint(self.tenant, id, i64::from(port), use_ssl)
+        )
+    }
+
+    /// The pinned SHA-256 fingerprint of the NAS's API-SSL certificate, if any.
+    pub async fn nas_api_pin(&self, id: NasId) -> Result<Option<String>> {
+        dispatch!(self.store, nas_api_pin(self.tenant, id))
+    }
+
+    /// Pins `fingerprint` on first use: only when nothing is pinned yet (a concurrent first
+    /// connection cannot overwrite another's pin); returns whether it was stored.
+    pub async fn pin_nas_api_first_use(&self, id: NasId, fingerprint: &str) -> Result<bool> {
+        dispatch!(
+            self.store,
+            nas_set_api_pin(self.tenant, id, Some(fingerprint), true)
+        )
+    }
+
+    /// Replaces (or with `None` clears, so the next connection pins) the API-SSL pin: the
+    /// admin's answer to a changed router certificate. False when there is no such NAS.
+    pub async fn repin_nas_api(&self, id: NasId, fingerprint: Option<&str>) -> Result<bool> {
+        dispatch!(
+            self.store,
+            nas_set_api_pin(self.tenant, id, fingerprint, false)
+        )
+    }
+
+    /// Records the RouterOS API state of a NAS and the last error (`None` clears it).
+    pub async fn set_nas_api_state(
+        &self,
+        id: NasId,
+        state: ApiState,
+        error: Option<&str>,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            nas_set_api_state(self.tenant, id, state.as_str(), error, now())
+        )
+    }
+
     /// Deletes a NAS; returns whether it existed.
     pub async fn delete_nas(&self, id: NasId) -> Result<bool> {
         dispatch!(self.store, nas_delete(self.tenant, id))
@@ -873,6 +917,29 @@ impl TenantScope {
             return Ok(());
         }
         dispatch!(self.store, acct_apply(self.tenant, records))
+    }
+
+    /// Raises an open session's counters to a router's reading (QuotaSync): each counter
+    /// becomes the higher of the stored and the given absolute value, never their sum. Returns
+    /// whether anything rose.
+    pub async fn raise_session_counters(
+        &self,
+        nas: NasId,
+        acct_session_id: &str,
+        input_octets: i64,
+        output_octets: i64,
+    ) -> Result<bool> {
+        dispatch!(
+            self.store,
+            session_raise(
+                self.tenant,
+                nas,
+                acct_session_id,
+                input_octets,
+                output_octets,
+                now()
+            )
+        )
     }
 
     /// Closes every open session of a NAS (Accounting-On/Off); returns how many.

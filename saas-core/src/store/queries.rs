@@ -556,6 +556,43 @@ impl Db {
         Ok(())
     }
 
+    pub(super) async fn nas_set_api_endpoint(&self, t: TenantId, id: NasId, port: i64, use_ssl: bool) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let col = if use_ssl { "api_ssl_port" } else { "api_port" };
+        let res = sqlx::query(q(format!("UPDATE nas_devices SET {col} = $3, use_ssl = $4 WHERE tenant_id = $1 AND id = $2")))
+            .bind(t.0).bind(id.0).bind(port).bind(use_ssl).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(super) async fn nas_api_pin(&self, t: TenantId, id: NasId) -> Result<Option<String>> {
+        let mut tx = self.read(t).await?;
+        let v: Option<Option<String>> = sqlx::query_scalar("SELECT api_tls_fingerprint FROM nas_devices WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(v.flatten())
+    }
+
+    pub(super) async fn nas_set_api_pin(&self, t: TenantId, id: NasId, fingerprint: Option<&str>, only_if_unset: bool) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let sql = if only_if_unset {
+            "UPDATE nas_devices SET api_tls_fingerprint = $3 WHERE tenant_id = $1 AND id = $2 AND api_tls_fingerprint IS NULL"
+        } else {
+            "UPDATE nas_devices SET api_tls_fingerprint = $3 WHERE tenant_id = $1 AND id = $2"
+        };
+        let res = sqlx::query(sql).bind(t.0).bind(id.0).bind(fingerprint).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(super) async fn nas_set_api_state(&self, t: TenantId, id: NasId, state: &str, error: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("UPDATE nas_devices SET api_state = $3, api_last_error = $4, api_checked_at = $5 WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).bind(state).bind(error).bind(now).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(super) async fn nas_api_password(&self, t: TenantId, id: NasId) -> Result<Option<String>> {
         let mut tx = self.read(t).await?;
         let v: Option<Option<String>> = sqlx::query_scalar("SELECT api_password FROM nas_devices WHERE tenant_id = $1 AND id = $2")
@@ -642,6 +679,23 @@ impl Db {
     }
 
     /// Applies accounting records in one transaction (the caller acknowledges after it returns).
+    pub(super) async fn session_raise(&self, t: TenantId, nas: NasId, acct_session_id: &str, input: i64, output: i64, at: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        // The same rule as accounting: absolute counters, the higher reading wins, never a sum.
+        let res = sqlx::query(
+            "UPDATE radius_sessions SET
+                input_octets = CASE WHEN $4 > input_octets THEN $4 ELSE input_octets END,
+                output_octets = CASE WHEN $5 > output_octets THEN $5 ELSE output_octets END,
+                updated_at = $6
+             WHERE tenant_id = $1 AND nas_id = $2 AND acct_session_id = $3 AND stopped_at IS NULL
+               AND ($4 > input_octets OR $5 > output_octets)",
+        )
+        .bind(t.0).bind(nas.0).bind(acct_session_id).bind(input).bind(output).bind(at)
+        .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     pub(super) async fn acct_apply(&self, t: TenantId, records: &[AcctRecord]) -> Result<()> {
         let mut tx = self.write(t).await?;
         // Runs of records with distinct (NAS, Acct-Session-Id): inside a run the order between

@@ -6,4 +6,5 @@
 mod aaa;
 mod bus_cache;
 mod platform;
+mod routeros;
 mod store;

@@ -1,0 +1,218 @@
+//! QuotaSync (DESIGN §3): between RADIUS interims, read each open session's byte counters from
+//! the router (the dynamic `<pppoe-USER>` interface) and store them as the session's absolute
+//! counters when they are higher than what accounting stored — never an increment, so a later
+//! Interim or Stop with the same or lower totals changes nothing and usage is never counted
+//! twice. A session whose subscriber crosses the plan quota gets the plan's action: a CoA with
+//! the FUP rate, or a Disconnect (with the API kick when the CoA fails).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, watch};
+
+use super::RosError;
+use crate::aaa::coa::{CoaClient, CoaResult};
+use crate::model::{Nas, QuotaAction, Session};
+use crate::store::{Store, TenantScope};
+use crate::transport::NasTransport;
+
+/// What one sync of one NAS did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SyncReport {
+    /// Open sessions of this NAS in the store.
+    pub sessions: usize,
+    /// Sessions whose counters rose.
+    pub raised: usize,
+    /// Sessions the router no longer has (left to accounting and the stale sweeper).
+    pub missing: usize,
+    /// Quota crossings and what was done: (username, action, result).
+    pub crossed: Vec<(String, String, CoaResult)>,
+}
+
+/// Reads the router's counters for every open session of `nas`, raises the stored counters,
+/// and applies the plan action to subscribers whose usage crossed their quota in this step.
+///
+/// # Errors
+/// As [`super::connect_nas`] and the commands; store failures.
+pub async fn sync_nas(
+    transport: &dyn NasTransport,
+    scope: &TenantScope,
+    nas: &Nas,
+    coa: &CoaClient,
+    timeout: Duration,
+) -> Result<SyncReport, RosError> {
+    let open: Vec<Session> = scope
+        .sessions(true, 1000)
+        .await?
+        .into_iter()
+        .filter(|s| s.nas == nas.id)
+        .collect();
+    let mut report = SyncReport {
+        sessions: open.len(),
+        ..SyncReport::default()
+    };
+    if open.is_empty() {
+        return Ok(report);
+    }
+    let (client, _) = super::connect_nas(transport, scope, nas, timeout).await?;
+    let active = client.ppp_active().await?;
+    let interfaces = client.interfaces().await?;
+    for s in &open {
+        let Some(row) = super::find_active(&active, s) else {
+            report.missing += 1;
+            continue;
+        };
+        let Some(iface) = interfaces
+            .iter()
+            .find(|i| i.ppp_user() == Some(row.name.as_str()))
+        else {
+            report.missing += 1;
+            continue;
+        };
+        // rx on the router's PPPoE interface is what the subscriber sent: Acct-Input-Octets.
+        let input = i64::try_from(iface.rx_bytes).unwrap_or(i64::MAX);
+        let output = i64::try_from(iface.tx_bytes).unwrap_or(i64::MAX);
+        if input <= s.input_octets && output <= s.output_octets {
+            continue;
+        }
+        let Some(sub) = scope.subscriber_by_username(&s.username).await? else {
+            scope
+                .raise_session_counters(nas.id, &s.acct_session_id, input, output)
+                .await?;
+            report.raised += 1;
+            continue;
+        };
+        let (bi, bo) = scope.usage_since(&s.username, sub.usage_reset_at).await?;
+        if !scope
+            .raise_session_counters(nas.id, &s.acct_session_id, input, output)
+            .await?
+        {
+            continue;
+        }
+        report.raised += 1;
+        let (ai, ao) = scope.usage_since(&s.username, sub.usage_reset_at).await?;
+        let Some(plan) = (match sub.plan_id {
+            Some(p) => scope.plan(p).await?,
+            None => None,
+        }) else {
+            continue;
+        };
+        let Some(quota) = plan.quota_bytes else {
+            continue;
+        };
+        let (before, after) = (bi.saturating_add(bo), ai.saturating_add(ao));
+        if before >= quota || after < quota {
+            continue;
+        }
+        let secret = scope.nas_secret(nas.id).await?;
+        let (action, result) = match plan.quota_action {
+            QuotaAction::Fup => {
+                let rate = crate::aaa::mikrotik_rate(&plan, true);
+                (
+                    "fup",
+                    coa.change_rate(scope.tenant_id(), nas, &secret, s, &rate)
+                        .await,
+                )
+            }
+            QuotaAction::Reject => {
+                let r = coa.disconnect(scope.tenant_id(), nas, &secret, s).await;
+                let r = if r.acked() {
+                    r
+                } else {
+                    match super::kick_session(transport, scope, nas, s, timeout).await {
+                        Ok(Some(id)) => CoaResult {
+                            outcome: "api-kick".into(),
+                            error_cause: r.error_cause,
+                            detail: format!("Disconnect {}; removed /ppp/active {id}", r.outcome),
+                        },
+                        _ => r,
+                    }
+                };
+                ("disconnect", r)
+            }
+        };
+        tracing::info!(nas = %nas.id, action, outcome = %result.outcome, "quota crossed (QuotaSync)");
+        let details = serde_json::json!({
+            "acct_session_id": s.acct_session_id, "action": action, "outcome": result.outcome,
+            "quota": quota, "usage": after,
+        })
+        .to_string();
+        if let Err(e) = scope
+            .audit("system", "session.quota", Some(&s.username), Some(&details))
+            .await
+        {
+            tracing::warn!(error = %e, "could not audit a quota crossing");
+        }
+        report
+            .crossed
+            .push((s.username.clone(), action.into(), result));
+    }
+    Ok(report)
+}
+
+/// QuotaSync settings.
+#[derive(Debug, Clone)]
+pub struct QuotaSyncConfig {
+    /// Time between syncs of one NAS.
+    pub interval: Duration,
+    /// NAS synced at once (all tenants together).
+    pub concurrency: usize,
+    /// Connect, login and command timeout.
+    pub timeout: Duration,
+}
+
+impl Default for QuotaSyncConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(30),
+            concurrency: 16,
+            timeout: super::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Runs QuotaSync for every reachable NAS of every active tenant until `stop`.
+pub async fn run(
+    store: Store,
+    transport: Arc<dyn NasTransport>,
+    reachable: Arc<dyn Fn(&Nas) -> bool + Send + Sync>,
+    config: QuotaSyncConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let coa = CoaClient::new(transport.clone());
+    let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut every = tokio::time::interval(config.interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let targets = match super::health::targets(&store, reachable.as_ref()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "QuotaSync: could not list NAS");
+                continue;
+            }
+        };
+        let mut round = tokio::task::JoinSet::new();
+        for (tenant, nas) in targets {
+            let (store, transport, limit, coa) =
+                (store.clone(), transport.clone(), limit.clone(), coa.clone());
+            let timeout = config.timeout;
+            round.spawn(async move {
+                let Ok(_permit) = limit.acquire_owned().await else {
+                    return;
+                };
+                let scope = store.tenant(tenant);
+                if let Err(e) = sync_nas(transport.as_ref(), &scope, &nas, &coa, timeout).await {
+                    tracing::debug!(nas = %nas.id, error = %e, "QuotaSync failed");
+                }
+            });
+        }
+        tokio::select! {
+            _ = async { while round.join_next().await.is_some() {} } => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+    }
+}
