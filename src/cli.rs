@@ -77,6 +77,9 @@ pub enum Command {
 pub enum DevCmd {
     /// Closed-loop RADIUS load generator: prints requests/s and p50/p99 latency.
     RadiusLoad(crate::dev_load::LoadArgs),
+    /// RouterOS API simulator: both login styles, optional API-SSL, live PPP sessions whose
+    /// counters grow. Runs until Ctrl-C.
+    RouterosSim(crate::dev_sim::SimArgs),
 }
 
 /// `session` commands.
@@ -90,6 +93,13 @@ pub enum SessionCmd {
         /// Only sessions without a Stop.
         #[arg(long)]
         online: bool,
+        /// With --online: ask the routers (RouterOS API) for each session's live counters,
+        /// answered by the running `serve` that holds the NAS paths.
+        #[arg(long, requires = "online")]
+        live: bool,
+        /// Seconds to wait for the routers' answer (--live).
+        #[arg(long, default_value_t = 20)]
+        timeout: u64,
         /// Most sessions.
         #[arg(long, default_value_t = 100)]
         limit: i64,
@@ -427,9 +437,13 @@ pub enum NasCmd {
         /// RouterOS API password.
         #[arg(long)]
         api_password: Option<String>,
-        /// Use api-ssl (8729).
+        /// Use the router's API-SSL service (TLS; required for a direct NAS). Its self-signed
+        /// certificate is pinned on first use.
+        #[arg(long, alias = "api-ssl")]
+        api_tls: bool,
+        /// API port: default 8728, or 8729 with --api-tls.
         #[arg(long)]
-        api_ssl: bool,
+        api_port: Option<u16>,
     },
     /// List NAS devices with their tunnel, RADIUS and API state.
     List {
@@ -437,18 +451,32 @@ pub enum NasCmd {
         #[arg(long)]
         tenant: String,
     },
-    /// Check a NAS's RouterOS API port through its path (the tunnel or the network), answered
-    /// by the running `serve` that holds that path.
+    /// Check a NAS's RouterOS API through its path (the tunnel or the network): log in, read
+    /// identity and version, time a round trip. Answered by the running `serve` holding the path.
     Check {
         /// Tenant slug.
         #[arg(long)]
         tenant: String,
-        /// Name.
-        #[arg(long)]
+        /// NAS name.
+        #[arg(long, alias = "nas")]
         name: String,
         /// Seconds to wait for the answer.
         #[arg(long, default_value_t = 15)]
         timeout: u64,
+    },
+    /// Re-pin a NAS's API-SSL certificate after it was really replaced: with --fingerprint
+    /// that SHA-256 (hex, as RouterOS's `/certificate print` shows it), else the next
+    /// connection pins whatever certificate the router shows.
+    Pin {
+        /// Tenant slug.
+        #[arg(long)]
+        tenant: String,
+        /// NAS name.
+        #[arg(long, alias = "name")]
+        nas: String,
+        /// Expected SHA-256 fingerprint of the new certificate.
+        #[arg(long)]
+        fingerprint: Option<String>,
     },
     /// Delete a NAS.
     Delete {
@@ -516,6 +544,7 @@ pub async fn run(cli: Cli) -> Result<(), Fatal> {
     match cli.command {
         Command::Serve(ref args) => crate::serve::run(&cli, args).await,
         Command::Dev(DevCmd::RadiusLoad(args)) => crate::dev_load::run(args).await,
+        Command::Dev(DevCmd::RouterosSim(args)) => crate::dev_sim::run(args).await,
         _ => crate::commands::run(cli).await,
     }
 }

@@ -128,9 +128,14 @@ async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fata
         Command::Session(SessionCmd::List {
             tenant,
             online,
+            live,
+            timeout,
             limit,
         }) => {
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            if live {
+                return live_sessions(ctx, &ops, as_json, timeout).await;
+            }
             let list = ops.scope().sessions(online, limit).await?;
             if as_json {
                 output::json(&Page {
@@ -703,13 +708,61 @@ async fn nas(ctx: &Context, as_json: bool, cmd: NasCmd) -> Result<(), Fatal> {
                 .map_err(|e| Fatal::failure(e.to_string()))?;
             let result: serde_json::Value = serde_json::from_str(&ev.payload)
                 .map_err(|e| Fatal::failure(format!("bad nas.check.result: {e}")))?;
+            let ok = result["ok"].as_bool().unwrap_or(false);
             if as_json {
                 output::json(&result);
+            } else if ok {
+                println!(
+                    "{name}: {} — RouterOS {} on {}, uptime {}, CPU {}%; round trip {:.1} ms (login {} ms, port {}{})",
+                    result["identity"].as_str().unwrap_or("?"),
+                    result["version"].as_str().unwrap_or("?"),
+                    result["board"].as_str().unwrap_or("?"),
+                    result["uptime"].as_str().unwrap_or("?"),
+                    result["cpu_load"],
+                    result["rtt_ms"].as_f64().unwrap_or(0.0),
+                    result["login_ms"],
+                    result["port"],
+                    if result["tls"].as_bool().unwrap_or(false) {
+                        ", API-SSL"
+                    } else {
+                        ""
+                    },
+                );
+            }
+            if !ok {
+                return Err(Fatal::failure(format!(
+                    "{name}: {}",
+                    result["error"].as_str().unwrap_or("the check failed")
+                )));
+            }
+        }
+        NasCmd::Pin {
+            tenant,
+            nas,
+            fingerprint,
+        } => {
+            let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
+            let n = ops.nas_named(&nas).await?;
+            let fp = match fingerprint {
+                Some(f) => {
+                    let f = f.replace(':', "").to_ascii_lowercase();
+                    if f.len() != 64 || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Err(Fatal::usage(
+                            "--fingerprint must be a SHA-256 in hex (64 digits, colons allowed)",
+                        ));
+                    }
+                    Some(f)
+                }
+                None => None,
+            };
+            ops.scope().repin_nas_api(n.id, fp.as_deref()).await?;
+            if as_json {
+                output::json(&json!({"nas": nas, "pinned": fp}));
+            } else if let Some(f) = fp {
+                println!("NAS {nas}: API-SSL certificate {f} pinned");
             } else {
                 println!(
-                    "{name}: API {} ({})",
-                    result["api"].as_str().unwrap_or("?"),
-                    result["detail"].as_str().unwrap_or("")
+                    "NAS {nas}: pin cleared; the next API-SSL connection pins the router's certificate"
                 );
             }
         }
@@ -724,7 +777,8 @@ async fn nas(ctx: &Context, as_json: bool, cmd: NasCmd) -> Result<(), Fatal> {
             message_auth,
             api_user,
             api_password,
-            api_ssl,
+            api_tls,
+            api_port,
         } => {
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
             let ip = match (ip, tunnel) {
@@ -751,9 +805,24 @@ async fn nas(ctx: &Context, as_json: bool, cmd: NasCmd) -> Result<(), Fatal> {
                 coa_port,
                 api_user,
                 api_password,
-                use_ssl: api_ssl,
+                use_ssl: api_tls,
             };
-            let nas = ops.add_nas(&n).await?;
+            if api_port == Some(0) {
+                return Err(Fatal::usage("--api-port must be 1-65535"));
+            }
+            if n.ip.is_some() && n.api_user.is_some() && !api_tls {
+                // Still added (RADIUS works); the API refuses to send the password in clear.
+                eprintln!(
+                    "note: a direct NAS's API is used only over API-SSL; add --api-tls (port 8729) or the platform will not log in to it"
+                );
+            }
+            let mut nas = ops.add_nas(&n).await?;
+            if let Some(port) = api_port {
+                ops.scope()
+                    .set_nas_api_endpoint(nas.id, port, api_tls)
+                    .await?;
+                nas = ops.scope().nas(nas.id).await?.unwrap_or(nas);
+            }
             if as_json {
                 output::json(&nas);
             } else {
@@ -816,6 +885,76 @@ async fn nas(ctx: &Context, as_json: bool, cmd: NasCmd) -> Result<(), Fatal> {
                 println!("NAS {name} deleted");
             }
         }
+    }
+    Ok(())
+}
+
+/// `session list --online --live`: asks the running `serve` holding the NAS paths.
+async fn live_sessions(
+    ctx: &Context,
+    ops: &saas_core::platform::TenantOps,
+    as_json: bool,
+    timeout: u64,
+) -> Result<(), Fatal> {
+    let ev = ctx
+        .platform
+        .bus()
+        .request(
+            Some(ops.tenant().id),
+            saas_core::bus::kinds::SESSIONS_LIVE,
+            &json!({}),
+            saas_core::bus::kinds::SESSIONS_LIVE_RESULT,
+            std::time::Duration::from_secs(timeout),
+        )
+        .await
+        .map_err(|e| Fatal::failure(e.to_string()))?;
+    let result: serde_json::Value = serde_json::from_str(&ev.payload)
+        .map_err(|e| Fatal::failure(format!("bad sessions.live.result: {e}")))?;
+    if let Some(e) = result["error"].as_str() {
+        return Err(Fatal::failure(e.to_owned()));
+    }
+    if as_json {
+        output::json(&result);
+        return Ok(());
+    }
+    let empty = Vec::new();
+    let items = result["items"].as_array().unwrap_or(&empty);
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        v => v.to_string(),
+    };
+    output::table(
+        &[
+            "username",
+            "acct session",
+            "framed ip",
+            "in (radius)",
+            "out (radius)",
+            "router id",
+            "uptime",
+            "in (router)",
+            "out (router)",
+        ],
+        items
+            .iter()
+            .map(|i| {
+                vec![
+                    s(&i["username"]),
+                    s(&i["acct_session_id"]),
+                    s(&i["framed_ip"]),
+                    s(&i["input_octets"]),
+                    s(&i["output_octets"]),
+                    s(&i["live"]["router_id"]),
+                    s(&i["live"]["uptime"]),
+                    s(&i["live"]["input_octets"]),
+                    s(&i["live"]["output_octets"]),
+                ]
+            })
+            .collect(),
+    );
+    for e in result["nas_errors"].as_array().unwrap_or(&empty) {
+        eprintln!("NAS {}: {}", s(&e["nas"]), s(&e["error"]));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@ mod commands;
 mod context;
 mod demo;
 mod dev_load;
+mod dev_sim;
 mod import;
 mod output;
 mod peer_cmd;

@@ -11,6 +11,7 @@ use saas_core::aaa::{Engine, Request};
 use saas_core::bus::{Bus, Next, kinds, next_event, next_of_kind};
 use saas_core::model::{DirectNas, TenantStatus};
 use saas_core::store::Store;
+use saas_core::transport::NasTransport;
 use tokio::net::UdpSocket;
 use tokio::sync::{Semaphore, watch};
 
@@ -268,6 +269,7 @@ pub async fn answer_coa_requests(
     bus: Bus,
     store: Store,
     coa: saas_core::aaa::coa::CoaClient,
+    api: Arc<dyn NasTransport>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = bus.subscribe();
@@ -278,7 +280,7 @@ pub async fn answer_coa_requests(
         ) else {
             continue;
         };
-        let (bus, store, coa) = (bus.clone(), store.clone(), coa.clone());
+        let (bus, store, coa, api) = (bus.clone(), store.clone(), coa.clone(), api.clone());
         tokio::spawn(async move {
             let scope = store.tenant(tenant);
             let mut results = Vec::new();
@@ -300,7 +302,10 @@ pub async fn answer_coa_requests(
                             },
                         }
                     }
-                    (Ok(Some(nas)), Ok(secret)) => coa.disconnect(tenant, &nas, &secret, &s).await,
+                    (Ok(Some(nas)), Ok(secret)) => {
+                        let r = coa.disconnect(tenant, &nas, &secret, &s).await;
+                        disconnect_fallback(api.as_ref(), &scope, &nas, &s, r).await
+                    }
                     _ => saas_core::aaa::coa::CoaResult {
                         outcome: "error".into(),
                         error_cause: None,
@@ -326,5 +331,51 @@ pub async fn answer_coa_requests(
                 tracing::warn!(error = %e, "could not answer coa.request");
             }
         });
+    }
+}
+
+/// When a Disconnect got a NAK or no answer, a MikroTik NAS with an API login is asked to
+/// remove the session from `/ppp/active` instead (outcome `api-kick`); otherwise, or when the
+/// API fails too, the CoA result stands with the API's reason added.
+pub async fn disconnect_fallback(
+    api: &dyn NasTransport,
+    scope: &saas_core::TenantScope,
+    nas: &saas_core::model::Nas,
+    session: &saas_core::model::Session,
+    coa: saas_core::aaa::coa::CoaResult,
+) -> saas_core::aaa::coa::CoaResult {
+    if coa.acked() || nas.vendor != saas_core::model::NasVendor::Mikrotik || nas.api_user.is_none()
+    {
+        return coa;
+    }
+    match saas_core::routeros::kick_session(
+        api,
+        scope,
+        nas,
+        session,
+        saas_core::routeros::DEFAULT_TIMEOUT,
+    )
+    .await
+    {
+        Ok(Some(id)) => saas_core::aaa::coa::CoaResult {
+            outcome: "api-kick".into(),
+            error_cause: coa.error_cause,
+            detail: format!(
+                "Disconnect {}: {}; removed /ppp/active {id} through the RouterOS API",
+                coa.outcome, coa.detail
+            ),
+        },
+        Ok(None) => saas_core::aaa::coa::CoaResult {
+            outcome: "api-gone".into(),
+            error_cause: coa.error_cause,
+            detail: format!(
+                "Disconnect {}: {}; the router has no such active session any more",
+                coa.outcome, coa.detail
+            ),
+        },
+        Err(e) => saas_core::aaa::coa::CoaResult {
+            detail: format!("{}; API fallback failed: {e}", coa.detail),
+            ..coa
+        },
     }
 }

@@ -270,6 +270,22 @@ impl Transport {
     pub fn new(relay: Option<RelayHandle>) -> Self {
         Self { relay }
     }
+
+    /// Whether this process holds the path to a NAS: any direct NAS; a tunnel NAS only where
+    /// the relay holding its peer runs (another node answers for the other tunnels).
+    pub fn reaches(&self, nas: &Nas) -> bool {
+        nas.ip.is_some()
+            || self
+                .relay
+                .as_ref()
+                .is_some_and(|r| r.relay().peer_of_nas(nas.id).is_some())
+    }
+
+    /// [`Transport::reaches`] as a shareable predicate (for the NAS health poller).
+    pub fn reach_check(&self) -> Arc<dyn Fn(&Nas) -> bool + Send + Sync> {
+        let t = self.clone();
+        Arc::new(move |n: &Nas| t.reaches(n))
+    }
 }
 
 #[async_trait]
@@ -514,60 +530,46 @@ async fn persist_status(store: Store, relay: RelayHandle, mut stop: watch::Recei
     }
 }
 
-/// One RouterOS API sentence (words with length prefixes < 0x80, then an empty word).
-fn api_sentence(words: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for w in words {
-        let len = u8::try_from(w.len()).unwrap_or(0x7f).min(0x7f);
-        out.push(len);
-        out.extend_from_slice(&w.as_bytes()[..usize::from(len)]);
-    }
-    out.push(0);
-    out
-}
-
-/// Checks one NAS's API port through `transport`.
-async fn check_nas(transport: &Transport, tenant: TenantId, nas: &Nas) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port = if nas.use_ssl {
-        nas.api_ssl_port
-    } else {
-        nas.api_port
-    };
-    let started = std::time::Instant::now();
-    let mut stream = match transport
-        .tcp_connect(tenant, nas, port, Duration::from_secs(5))
-        .await
+/// Checks one NAS's RouterOS API through `transport`: connect (TLS with the pinned certificate
+/// when API-SSL), log in, identity, resources and one round trip. Always an answer: failures
+/// carry `ok: false` and the error, worded for the admin.
+pub async fn check_nas(
+    transport: &dyn NasTransport,
+    scope: &saas_core::TenantScope,
+    nas: &Nas,
+) -> serde_json::Value {
+    match saas_core::routeros::check_nas(
+        transport,
+        scope,
+        nas,
+        saas_core::routeros::DEFAULT_TIMEOUT,
+    )
+    .await
     {
-        Ok(s) => s,
-        Err(e) => {
-            return serde_json::json!({"nas": nas.id, "port": port, "api": "unreachable", "detail": e.to_string()});
-        }
-    };
-    let connect_ms = started.elapsed().as_millis();
-    // Connected, and why the check stops there.
-    let connected = |detail: String| serde_json::json!({"nas": nas.id, "port": port, "api": "connected", "connect_ms": connect_ms, "detail": detail});
-    if nas.use_ssl {
-        return connected("TCP connected (api-ssl)".into());
-    }
-    // A harmless read-only sentence: a RouterOS router answers it (after login it would
-    // name itself); any answer shows data flows both ways.
-    if let Err(e) = stream
-        .write_all(&api_sentence(&["/system/identity/print"]))
-        .await
-    {
-        return connected(format!("write failed: {e}"));
-    }
-    let mut buf = vec![0u8; 1024];
-    match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await {
-        Ok(Ok(n)) if n > 0 => serde_json::json!({
-            "nas": nas.id, "port": port, "api": "answered", "connect_ms": connect_ms,
-            "bytes": n, "detail": format!("{n} bytes answered in {} ms", started.elapsed().as_millis()),
-            "answer_hex": buf[..n].iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        Ok(r) => serde_json::json!({
+            "nas": nas.id,
+            "ok": true,
+            "api": "ok",
+            "identity": r.identity,
+            "version": r.resource.version,
+            "board": r.resource.board_name,
+            "uptime": r.resource.uptime,
+            "cpu_load": r.resource.cpu_load,
+            "rtt_ms": r.rtt_ms,
+            "login_ms": r.connected.login_ms,
+            "port": r.connected.port,
+            "tls": r.connected.tls,
+            "fingerprint": r.connected.fingerprint,
+            "pinned_now": r.connected.pinned_now,
         }),
-        Ok(Ok(_)) => connected("connection closed without an answer".into()),
-        Ok(Err(e)) => connected(format!("read failed: {e}")),
-        Err(_) => connected("no answer within 3 s".into()),
+        Err(e) => serde_json::json!({
+            "nas": nas.id,
+            "ok": false,
+            "api": "error",
+            "port": if nas.use_ssl { nas.api_ssl_port } else { nas.api_port },
+            "tls": nas.use_ssl,
+            "error": e.to_string(),
+        }),
     }
 }
 
@@ -591,18 +593,53 @@ pub async fn answer_nas_checks(
             let Ok(Some(nas)) = store.tenant(tenant).nas(nas_id).await else {
                 return;
             };
-            if nas.ip.is_none()
-                && transport
-                    .relay
-                    .as_ref()
-                    .is_none_or(|r| r.relay().peer_of_nas(nas.id).is_none())
-            {
+            if !transport.reaches(&nas) {
                 // Not our tunnel: the node holding it answers.
                 return;
             }
-            let result = check_nas(&transport, tenant, &nas).await;
+            let result = check_nas(&transport, &store.tenant(tenant), &nas).await;
             if let Err(e) = bus.respond(&ev, kinds::NAS_CHECK_RESULT, &result).await {
                 tracing::warn!(error = %e, "could not answer nas.check");
+            }
+        });
+    }
+}
+
+/// Answers `sessions.live` requests: the tenant's open sessions with what each reachable
+/// router's API says about them.
+pub async fn answer_live_sessions(
+    bus: Bus,
+    store: Store,
+    transport: Transport,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = bus.subscribe();
+    while let Some(ev) = next_of_kind(&mut rx, &mut stop, kinds::SESSIONS_LIVE).await {
+        let Some(tenant) = ev.tenant_id else { continue };
+        let (bus, store, transport) = (bus.clone(), store.clone(), transport.clone());
+        tokio::spawn(async move {
+            let scope = store.tenant(tenant);
+            let reach = transport.reach_check();
+            let payload = match saas_core::routeros::live_sessions(
+                &transport,
+                &scope,
+                reach.as_ref(),
+                saas_core::routeros::DEFAULT_TIMEOUT,
+            )
+            .await
+            {
+                Ok((items, errors)) => serde_json::json!({
+                    "items": items,
+                    "next_cursor": null,
+                    "nas_errors": errors.into_iter().map(|(nas, error)| serde_json::json!({"nas": nas, "error": error})).collect::<Vec<_>>(),
+                }),
+                Err(e) => serde_json::json!({"error": e.to_string()}),
+            };
+            if let Err(e) = bus
+                .respond(&ev, kinds::SESSIONS_LIVE_RESULT, &payload)
+                .await
+            {
+                tracing::warn!(error = %e, "could not answer sessions.live");
             }
         });
     }

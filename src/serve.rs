@@ -147,11 +147,45 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             transport.clone(),
             stop_rx.clone(),
         ));
-        let coa = saas_core::aaa::coa::CoaClient::new(Arc::new(transport));
+        tasks.spawn(relay_role::answer_live_sessions(
+            ctx.platform.bus().clone(),
+            ctx.store.clone(),
+            transport.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.spawn(saas_core::routeros::health::run(
+            ctx.store.clone(),
+            ctx.platform.bus().clone(),
+            Arc::new(transport.clone()),
+            transport.reach_check(),
+            saas_core::routeros::health::HealthConfig {
+                interval: Duration::from_secs(ctx.config.nas_poll_interval_s.max(1)),
+                concurrency: usize::try_from(ctx.config.nas_poll_concurrency.max(1)).unwrap_or(1),
+                ..Default::default()
+            },
+            stop_rx.clone(),
+        ));
+        if ctx.config.nas_quota_sync_s > 0 {
+            tasks.spawn(saas_core::routeros::quota::run(
+                ctx.store.clone(),
+                Arc::new(transport.clone()),
+                transport.reach_check(),
+                saas_core::routeros::quota::QuotaSyncConfig {
+                    interval: Duration::from_secs(ctx.config.nas_quota_sync_s),
+                    concurrency: usize::try_from(ctx.config.nas_poll_concurrency.max(1))
+                        .unwrap_or(1),
+                    ..Default::default()
+                },
+                stop_rx.clone(),
+            ));
+        }
+        let transport: Arc<dyn saas_core::transport::NasTransport> = Arc::new(transport);
+        let coa = saas_core::aaa::coa::CoaClient::new(transport.clone());
         tasks.spawn(radius_role::answer_coa_requests(
             ctx.platform.bus().clone(),
             ctx.store.clone(),
             coa,
+            transport,
             stop_rx.clone(),
         ));
         tasks.spawn(radius_role::follow_changes(

@@ -304,3 +304,117 @@ fn disconnect_without_a_running_serve_says_so() {
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("proxpanel serve"), "{err}");
 }
+
+/// A Disconnect that gets a NAK falls back to `/ppp/active/remove` through the RouterOS API
+/// (API-SSL to a direct NAS; the simulator plays the router), and the CLI says so.
+#[test]
+fn disconnect_nak_falls_back_to_an_api_kick() {
+    saas_core::tls::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt
+        .block_on(saas_core::routeros::sim::Simulator::start(
+            "127.0.0.1:0".parse().unwrap(),
+            saas_core::routeros::sim::SimConfig {
+                user: "api".into(),
+                password: "api-pass".into(),
+                tls: true,
+                ..Default::default()
+            },
+        ))
+        .unwrap();
+    sim.add_session("grace", "100.64.1.9", (0, 0), (0, 0));
+    let dir = tempfile::tempdir().unwrap();
+    let nas_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    nas_sock
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let coa_port = nas_sock.local_addr().unwrap().port();
+    ok(proxpanel(dir.path()).args([
+        "tenant",
+        "create",
+        "--slug",
+        "kickco",
+        "--name",
+        "K",
+        "--owner-email",
+        "o@kick.example",
+        "--owner-password",
+        "owner-pass-1",
+    ]));
+    ok(proxpanel(dir.path()).args([
+        "subscriber",
+        "add",
+        "--tenant",
+        "kickco",
+        "--username",
+        "grace",
+        "--password",
+        "pw",
+    ]));
+    ok(proxpanel(dir.path()).args([
+        "nas",
+        "add",
+        "--tenant",
+        "kickco",
+        "--name",
+        "gw",
+        "--ip",
+        "127.0.0.1",
+        "--secret",
+        "coasecret",
+        "--coa-port",
+        &coa_port.to_string(),
+        "--api-user",
+        "api",
+        "--api-password",
+        "api-pass",
+        "--api-tls",
+        "--api-port",
+        &sim.addr().port().to_string(),
+    ]));
+    let ports = free_udp_ports(2);
+    let (auth, acct) = (
+        format!("127.0.0.1:{}", ports[0]),
+        format!("127.0.0.1:{}", ports[1]),
+    );
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _s = Server(
+        proxpanel(dir.path())
+            .env("PROXPANEL_ROLES", "radius")
+            .env("PROXPANEL_RADIUS_AUTH_LISTEN", &auth)
+            .env("PROXPANEL_RADIUS_ACCT_LISTEN", &acct)
+            .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
+            .arg("serve")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(admin, "/readyz", Duration::from_secs(60));
+    acct_start(acct.parse().unwrap(), b"coasecret", "grace", "sess-9");
+    let cli = std::thread::spawn({
+        let d = dir.path().to_owned();
+        move || {
+            json(proxpanel(&d).args([
+                "session",
+                "disconnect",
+                "--tenant",
+                "kickco",
+                "--username",
+                "grace",
+            ]))
+        }
+    });
+    let mut buf = [0u8; 4096];
+    let (n, from) = nas_sock.recv_from(&mut buf).unwrap();
+    let req = validate(&buf[..n]).unwrap();
+    let mut nak = PacketBuilder::reply(&req, Code::DisconnectNAK).unwrap();
+    nak.attr_u32(dict::ERROR_CAUSE, 506).unwrap();
+    nas_sock.send_to(&nak.finish(b"coasecret"), from).unwrap();
+    let out = cli.join().unwrap();
+    let r = &out["results"][0]["result"];
+    assert_eq!(r["outcome"], "api-kick", "{out}");
+    assert_eq!(r["error_cause"], 506, "{out}");
+    assert!(sim.session_names().is_empty(), "the router still has grace");
+    drop(sim);
+}

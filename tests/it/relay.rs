@@ -263,7 +263,19 @@ fn setup_tenant(dir: &Path, slug: &str, password: &str, secret: &str) -> Value {
     cli(
         dir,
         &[
-            "nas", "add", "--tenant", slug, "--name", "core", "--tunnel", "--secret", secret,
+            "nas",
+            "add",
+            "--tenant",
+            slug,
+            "--name",
+            "core",
+            "--tunnel",
+            "--secret",
+            secret,
+            "--api-user",
+            "proxpanel",
+            "--api-password",
+            &format!("api-{secret}"),
         ],
     );
     let peer = cli(dir, &["peer", "add", "--tenant", slug, "--nas", "core"]);
@@ -285,20 +297,6 @@ while True:
     code = 41 if d[0] == 40 else 44
     hdr = bytes([code, d[1]]) + (20).to_bytes(2, "big")
     s.sendto(hdr + hashlib.md5(hdr + d[4:20] + secret).digest(), a)
-"#;
-
-/// Echoes one read back on every TCP connection to the router's API port.
-const TCP_ECHO: &str = r#"
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.200.0.2", 8728))
-s.listen()
-while True:
-    c, _ = s.accept()
-    d = c.recv(4096)
-    c.sendall(d)
-    c.close()
 "#;
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -359,20 +357,47 @@ fn relay_end_to_end_with_real_peers() {
         String::from_utf8_lossy(&ping.stdout)
     );
 
-    // TCP opened by the platform through the tunnel to the router (nas check → API port).
-    let mut echo = ra.spawn(&format!("exec timeout 120 python3 -c '{TCP_ECHO}'"));
-    std::thread::sleep(Duration::from_millis(700));
-    let check = cli(dir, &["nas", "check", "--tenant", "acme", "--name", "core"]);
-    assert_eq!(check["api"], "answered", "{check}");
-    // The echo is the sentence we sent: /system/identity/print as a RouterOS API word.
-    let sentence: String = std::iter::once(22u8)
-        .chain(b"/system/identity/print".iter().copied())
-        .chain(std::iter::once(0))
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(check["answer_hex"], sentence.as_str(), "{check}");
-    let _ = echo.kill();
-    let _ = echo.wait();
+    // The RouterOS API through the tunnel: the simulator listens on the router's tunnel address
+    // inside its namespace; `nas check` logs in and reads identity and version.
+    let mut sim = ra.spawn(&format!(
+        "exec timeout 120 {} dev routeros-sim --listen 10.200.0.2:8728 --user proxpanel --password api-secret-a --identity acme-core --version '7.16.2 (stable)'",
+        bin()
+    ));
+    wait_for("the simulator to listen", Duration::from_secs(10), || {
+        ra.exec("ss -ltn | grep -q '10.200.0.2:8728'")
+            .status
+            .success()
+    });
+    let check = cli(dir, &["nas", "check", "--tenant", "acme", "--nas", "core"]);
+    assert_eq!(check["ok"], true, "{check}");
+    assert_eq!(check["identity"], "acme-core", "{check}");
+    assert_eq!(check["version"], "7.16.2 (stable)", "{check}");
+    assert!(
+        check["rtt_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{check}"
+    );
+    assert_eq!(check["tls"], false, "{check}");
+    // Text output names identity and version.
+    let text = ok(proxpanel(dir).args(["nas", "check", "--tenant", "acme", "--nas", "core"]));
+    assert!(
+        text.contains("acme-core") && text.contains("RouterOS 7.16.2"),
+        "{text}"
+    );
+    // The other tenant's router (same tunnel address, no API server): a clear failure.
+    let o = run(proxpanel(dir).args([
+        "--json",
+        "nas",
+        "check",
+        "--tenant",
+        "beta",
+        "--nas",
+        "core",
+        "--timeout",
+        "20",
+    ]));
+    assert!(!o.status.success());
+    let _ = sim.kill();
+    let _ = sim.wait();
 
     // A Disconnect through the tunnel reaches the router's CoA port; the ACK reaches the CLI.
     let coa_log = dir.join("coa-a.log");
