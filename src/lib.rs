@@ -6,6 +6,8 @@ mod commands;
 mod context;
 mod demo;
 mod dev_load;
+mod dns_cmd;
+mod dns_role;
 mod import;
 mod output;
 mod peer_cmd;
