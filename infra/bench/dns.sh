@@ -75,6 +75,8 @@ else
     fi
 fi
 [ -x "$BIN" ] || die "$BIN not found (build it, or set PROXPANEL_BIN)"
+# proxpanel refuses PROXPANEL_* variables it does not know.
+unset PROXPANEL_BIN
 
 WORK=$(mktemp -d "${BENCH_TMPDIR:-/tmp}/pp-dns-bench.XXXXXX")
 PIDS=()
