@@ -22,7 +22,7 @@ cd "$ROOT"
 # Debian packages later test suites need; installed (as root) when missing.
 EXTRA_APT_PACKAGES=(
     freeradius-utils     # radclient, for RADIUS end-to-end tests (tests/it/radius.rs)
-    # dnsutils           # dig, for DNS end-to-end tests
+    dnsutils             # dig, for DNS end-to-end tests (tests/it/dns.rs)
 )
 
 # Python packages (PyPI) the end-to-end scripts in infra/e2e/ need, and the import that proves

@@ -58,6 +58,9 @@ pub enum Command {
     /// RADIUS accounting sessions of a tenant.
     #[command(subcommand)]
     Session(SessionCmd),
+    /// DNS records the zone serves beside the generated ones (ACME challenges, CAA, extras).
+    #[command(subcommand)]
+    Dns(DnsCmd),
     /// Developer tools (load generators, simulators).
     #[command(subcommand)]
     Dev(DevCmd),
@@ -486,6 +489,69 @@ pub enum NasCmd {
         /// Name.
         #[arg(long)]
         name: String,
+    },
+}
+
+/// `dns` commands. Changes reach a running `serve` within a second (`dns.changed`).
+#[derive(Debug, Subcommand)]
+pub enum DnsCmd {
+    /// Managed records: without arguments, list them; `add NAME TYPE VALUE` and
+    /// `remove NAME TYPE [VALUE]` change them.
+    Records {
+        #[command(subcommand)]
+        action: Option<DnsRecordsCmd>,
+    },
+    /// TXT records (ACME DNS-01 challenges, verification tokens).
+    #[command(subcommand)]
+    Txt(DnsTxtCmd),
+}
+
+/// `dns records` actions.
+#[derive(Debug, Subcommand)]
+pub enum DnsRecordsCmd {
+    /// Add a record (TXT, A, AAAA, CAA, CNAME, MX) inside the zone.
+    Add {
+        /// Owner name, e.g. `_acme-challenge.saas.example.com` or `saas.example.com`.
+        name: String,
+        /// Record type.
+        rtype: String,
+        /// Value in zone-file form, e.g. `0 issue "letsencrypt.org"` for CAA.
+        value: String,
+        /// TTL in seconds.
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+    /// Remove records of a name and type (all values, or just VALUE).
+    Remove {
+        /// Owner name.
+        name: String,
+        /// Record type.
+        rtype: String,
+        /// Only this value.
+        value: Option<String>,
+    },
+}
+
+/// `dns txt` actions.
+#[derive(Debug, Subcommand)]
+pub enum DnsTxtCmd {
+    /// Add VALUE to the TXT set of NAME (values already there stay: a wildcard and an apex
+    /// certificate need two challenge values at once).
+    Set {
+        /// Owner name.
+        name: String,
+        /// Text.
+        value: String,
+        /// TTL in seconds.
+        #[arg(long)]
+        ttl: Option<i64>,
+    },
+    /// Remove VALUE (or, without it, every TXT value) of NAME.
+    Clear {
+        /// Owner name.
+        name: String,
+        /// Only this value.
+        value: Option<String>,
     },
 }
 

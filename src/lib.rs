@@ -7,6 +7,8 @@ mod context;
 mod demo;
 mod dev_load;
 mod dev_sim;
+mod dns_cmd;
+mod dns_role;
 mod import;
 mod output;
 mod peer_cmd;

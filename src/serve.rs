@@ -13,10 +13,10 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, ServeArgs};
 use crate::context;
-use crate::{Fatal, admin, demo, ports, radius_role, relay_role};
+use crate::{Fatal, admin, demo, dns_role, ports, radius_role, relay_role};
 
 /// Roles whose crates are not filled yet: `serve` says so instead of pretending.
-const NOT_YET_BUILT: [&str; 3] = ["api", "web", "dns"];
+const NOT_YET_BUILT: [&str; 2] = ["api", "web"];
 
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -194,6 +194,12 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             sources,
             stop_rx.clone(),
         ));
+    }
+    if ctx.config.has_role("dns")
+        && let Listen::On(addr) = ctx.config.dns_listen
+    {
+        let (udp, tcp) = dns_role::bind(addr).await?;
+        dns_role::start(&ctx, udp, tcp, &metrics, &mut tasks, stop_rx.clone()).await?;
     }
     for role in &ctx.config.roles {
         if NOT_YET_BUILT.contains(&role.as_str()) {

@@ -189,6 +189,8 @@ pub struct Config {
     pub dns_nameservers: Vec<(String, IpAddr)>,
     /// Secondaries allowed to transfer the zone.
     pub dns_secondaries: Vec<IpAddr>,
+    /// DNS answers a second per client network before response-rate limiting (0 = off).
+    pub dns_rrl: u32,
     /// Addresses for the apex and tenants.
     pub ingress_addrs: Vec<IpAddr>,
     /// ACME directory URL.
@@ -290,6 +292,7 @@ struct RawDns {
     listen: Option<String>,
     nameservers: Option<StrOrList>,
     secondaries: Option<StrOrList>,
+    rrl: Option<StrOrNum>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,6 +546,12 @@ pub const SETTINGS: &[Setting] = &[
         key: "dns.secondaries",
         default: "none",
         meaning: "IPs allowed to transfer the zone and notified",
+    },
+    Setting {
+        env: "PROXPANEL_DNS_RRL",
+        key: "dns.rrl",
+        default: "200",
+        meaning: "DNS answers a second per client network (/24, /56) before response-rate limiting drops them (0 = off)",
     },
     Setting {
         env: "PROXPANEL_INGRESS_ADDRS",
@@ -889,6 +898,11 @@ impl Config {
             dns_listen: listen("dns.listen", take("dns.listen"), "127.0.0.1:1053")?,
             dns_nameservers,
             dns_secondaries,
+            dns_rrl: parse(
+                "dns.rrl",
+                take("dns.rrl").unwrap_or(("200".into(), Origin::Default)),
+                "expected answers per second (0 = off)",
+            )?,
             ingress_addrs,
             acme_directory: nonempty(take("acme.directory")).filter(|s| s != "off"),
             acme_contact: nonempty(take("acme.contact")),
@@ -983,6 +997,7 @@ fn flatten_file(raw: RawFile) -> Vec<(&'static str, String)> {
         ("dns.listen", d.listen),
         ("dns.nameservers", d.nameservers.map(StrOrList::joined)),
         ("dns.secondaries", d.secondaries.map(StrOrList::joined)),
+        ("dns.rrl", d.rrl.map(StrOrNum::text)),
     ]);
     let a = raw.acme.unwrap_or_default();
     out.extend([("acme.directory", a.directory), ("acme.contact", a.contact)]);

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod crypto;
+pub mod dns_records;
 pub mod ids;
 pub mod metrics;
 pub mod model;

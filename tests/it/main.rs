@@ -4,6 +4,7 @@
 
 mod cli;
 mod coa;
+mod dns;
 mod radius;
 mod relay;
 mod serve;

@@ -1054,9 +1054,15 @@ impl SystemScope {
         dispatch!(self.store, sys_tenants_summary())
     }
 
-    /// DNS: slugs of tenants that resolve (provisioning excluded, deleted excluded).
+    /// DNS: slugs of tenants that resolve (provisioning excluded, deleted excluded), each with
+    /// the relay node holding its peers (the tenant's own, else its first peer's).
     pub async fn live_tenants(&self) -> Result<Vec<(Slug, Option<String>)>> {
         dispatch!(self.store, sys_live_tenants())
+    }
+
+    /// DNS: every relay node with the public endpoint (`IP:port`) its routers dial.
+    pub async fn relay_endpoints(&self) -> Result<Vec<(String, Option<String>)>> {
+        dispatch!(self.store, sys_relay_endpoints())
     }
 
     /// Direct RADIUS: which tenant's NAS owns this source address.

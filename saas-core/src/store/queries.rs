@@ -928,8 +928,15 @@ impl Db {
     }
 
     pub(super) async fn sys_live_tenants(&self) -> Result<Vec<(Slug, Option<String>)>> {
-        let rows = sqlx::query("SELECT slug, relay_node FROM tenants WHERE status IN ('active', 'suspended') ORDER BY slug").fetch_all(self.sys()).await?;
+        // The tenant's own relay node, else the node that holds its (first) peer.
+        let rows = sqlx::query("SELECT t.slug, COALESCE(t.relay_node, (SELECT p.relay_node FROM wg_peers p WHERE p.tenant_id = t.id AND p.relay_node IS NOT NULL ORDER BY p.created_at LIMIT 1)) AS relay_node
+                                FROM tenants t WHERE t.status IN ('active', 'suspended') ORDER BY t.slug").fetch_all(self.sys()).await?;
         rows.iter().map(|r| Ok((parse_slug(r.try_get("slug")?)?, r.try_get("relay_node")?))).collect()
+    }
+
+    pub(super) async fn sys_relay_endpoints(&self) -> Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query("SELECT name, endpoint FROM relay_nodes ORDER BY name").fetch_all(self.sys()).await?;
+        rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("endpoint")?))).collect()
     }
 
     pub(super) async fn sys_nas_by_source(&self, ip: &str) -> Result<Option<DirectNas>> {
