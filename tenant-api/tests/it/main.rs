@@ -1,0 +1,10 @@
+//! Integration tests of the tenant API: the axum app with a real store (SQLite always,
+//! PostgreSQL when PP_TEST_PG_SUPER_URL is set), requests carrying Host headers.
+
+mod support;
+
+mod auth;
+mod hosts;
+mod operator;
+mod resources;
+mod signup;
