@@ -129,11 +129,14 @@ pub fn peer_addr(parts_ext: &axum::http::Extensions) -> IpAddr {
         .unwrap_or(IpAddr::from([127, 0, 0, 1]))
 }
 
+/// Cached lookups: slug → (tenant or known absence, expiry).
+type DirectoryMap = HashMap<String, (Option<Arc<Tenant>>, Instant)>;
+
 /// Slug → tenant, cached in-process; bus events drop entries.
 #[derive(Clone, Debug)]
 pub struct TenantDirectory {
     store: Store,
-    map: Arc<Mutex<HashMap<String, (Option<Arc<Tenant>>, Instant)>>>,
+    map: Arc<Mutex<DirectoryMap>>,
 }
 
 impl TenantDirectory {
@@ -145,7 +148,7 @@ impl TenantDirectory {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<Arc<Tenant>>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, DirectoryMap> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 

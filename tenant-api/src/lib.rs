@@ -5,6 +5,8 @@
 //! authentication and roles live in [`auth`] and [`roles`] and are meant for reuse by the web
 //! panel (its cookie layer inserts an [`auth::Principal`]).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod auth;
 pub mod host;
 pub mod limit;
