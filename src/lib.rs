@@ -1,6 +1,7 @@
 //! Wiring of the `proxpanel` binary: command line, configuration, start-up of the roles, admin CLI.
 
 mod admin;
+mod api_peers;
 mod cli;
 mod commands;
 mod context;

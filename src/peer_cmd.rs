@@ -55,6 +55,17 @@ async fn script(
     peer: &serde_json::Value,
     private_key: Option<&str>,
 ) -> Result<String, Fatal> {
+    script_for(&ctx.config, ops, nas, peer, private_key).await
+}
+
+/// [`script`] with the configuration only (the API's peer creation uses it too).
+pub async fn script_for(
+    config: &saas_core::config::Config,
+    ops: &saas_core::platform::TenantOps,
+    nas: &saas_core::model::Nas,
+    peer: &serde_json::Value,
+    private_key: Option<&str>,
+) -> Result<String, Fatal> {
     let scope = ops.scope();
     let secret = scope.nas_secret(nas.id).await?;
     let (user, password) = match (nas.api_user.clone(), scope.nas_api_password(nas.id).await?) {
@@ -72,7 +83,7 @@ async fn script(
         coa_port: nas.coa_port,
         api_user: &user,
         api_password: &password,
-        interim_s: ctx.config.radius_interim_s,
+        interim_s: config.radius_interim_s,
     }))
 }
 

@@ -16,7 +16,7 @@ use crate::context;
 use crate::{Fatal, admin, demo, dns_role, ports, radius_role, relay_role};
 
 /// Roles whose crates are not filled yet: `serve` says so instead of pretending.
-const NOT_YET_BUILT: [&str; 2] = ["api", "web"];
+const NOT_YET_BUILT: [&str; 1] = ["web"];
 
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -64,6 +64,34 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             });
             if let Err(e) = r.await {
                 tracing::error!(error = %e, "admin listener failed");
+            }
+        });
+    }
+    if ctx.config.has_role("api")
+        && let Listen::On(addr) = ctx.config.http_listen
+    {
+        let listener = ports::bind_tcp(addr, "API listener", "PROXPANEL_HTTP_LISTEN").await?;
+        let mut api = api_config(&ctx.config);
+        api.peers = Some(Arc::new(crate::api_peers::ApiPeers {
+            store: ctx.store.clone(),
+            config: ctx.config.clone(),
+        }));
+        let state = tenant_api::AppState::new(ctx.platform.clone(), ctx.cache.clone(), api)
+            .await
+            .map_err(|e| Fatal::failure(format!("cannot start the API: {e}")))?;
+        let router = tenant_api::app(state);
+        let mut stop = stop_rx.clone();
+        tracing::info!(%addr, base = %ctx.config.base_domain, "API listener: /api/v1 on SLUG.<base>, <base>, operator.<base>");
+        tasks.spawn(async move {
+            let r = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            });
+            if let Err(e) = r.await {
+                tracing::error!(error = %e, "API listener failed");
             }
         });
     }
@@ -240,6 +268,20 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
+/// API settings from the configuration.
+fn api_config(c: &Config) -> tenant_api::ApiConfig {
+    let mut a = tenant_api::ApiConfig::new(c.base_domain.clone(), c.data_dir.clone());
+    a.trusted_proxies = c.trusted_proxies.clone();
+    a.public_port = c
+        .http_listen
+        .addr()
+        .map(|s| s.port())
+        .filter(|p| *p != 80 && *p != 443);
+    a.limits.enabled = c.login_rate_per_min > 0;
+    a.limits.per_ip_per_minute = i64::from(c.login_rate_per_min);
+    a
+}
+
 fn init_logging(filter: &str) -> Result<(), Fatal> {
     let f = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| {
         Fatal::usage(format!(
@@ -349,10 +391,10 @@ fn print_demo(config: &Config, c: &demo::DemoCredentials, as_json: bool) {
     };
     println!(
         "\nProxPanel demo — created: {created}\n\
-         \n  Operator console  http://operator.{base}:{http}/  (web role: not in this build yet)\
+         \n  Operator console  http://operator.{base}:{http}/  (API: /api/v1; web panel not in this build yet)\
          \n    login           {op} / {pw}\
          \n    TOTP enrolment  {totp}\
-         \n  Tenant panel      http://demo.{base}:{http}/  (web role: not in this build yet)\
+         \n  Tenant panel      http://demo.{base}:{http}/  (API: /api/v1; web panel not in this build yet)\
          \n    owner login     {owner} / {pw}\
          \n  Subscriber        {su} / {sp} (plan 10M: 10 Mbit/s down, 2 Mbit/s up)\
          \n  NAS               {nas} (mikrotik, direct), RADIUS secret {secret}\

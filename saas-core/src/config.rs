@@ -151,6 +151,8 @@ pub struct Config {
     pub https_listen: Listen,
     /// Proxies whose X-Forwarded-* headers are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Login/signup requests per minute per client address (0 = limits and lockout off).
+    pub login_rate_per_min: u32,
     /// Admin listener (/healthz, /readyz, /metrics).
     pub admin_listen: Listen,
     /// Direct RADIUS authentication.
@@ -248,6 +250,7 @@ struct RawHttp {
     listen: Option<String>,
     tls_listen: Option<String>,
     trusted_proxies: Option<StrOrList>,
+    login_rate_per_min: Option<StrOrNum>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,6 +435,12 @@ pub const SETTINGS: &[Setting] = &[
         key: "http.trusted_proxies",
         default: "none",
         meaning: "CIDRs whose X-Forwarded-* headers are believed",
+    },
+    Setting {
+        env: "PROXPANEL_LOGIN_RATE_PER_MIN",
+        key: "http.login_rate_per_min",
+        default: "30",
+        meaning: "login and signup requests per minute per client address, with the failed-login lockout ladder (0 = both off, for benchmarks)",
     },
     Setting {
         env: "PROXPANEL_ADMIN_LISTEN",
@@ -835,6 +844,11 @@ impl Config {
             http_listen: listen("http.listen", take("http.listen"), "127.0.0.1:8080")?,
             https_listen: listen("http.tls_listen", take("http.tls_listen"), "off")?,
             trusted_proxies,
+            login_rate_per_min: parse(
+                "http.login_rate_per_min",
+                take("http.login_rate_per_min").unwrap_or(("30".into(), Origin::Default)),
+                "expected a number of requests per minute (0 = off)",
+            )?,
             admin_listen: listen("admin.listen", take("admin.listen"), "127.0.0.1:8081")?,
             radius_auth_listen: listen(
                 "radius.auth_listen",
@@ -950,6 +964,10 @@ fn flatten_file(raw: RawFile) -> Vec<(&'static str, String)> {
         (
             "http.trusted_proxies",
             http.trusted_proxies.map(StrOrList::joined),
+        ),
+        (
+            "http.login_rate_per_min",
+            http.login_rate_per_min.map(StrOrNum::text),
         ),
     ]);
     out.push(("admin.listen", raw.admin.unwrap_or_default().listen));

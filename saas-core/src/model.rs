@@ -619,6 +619,9 @@ pub struct AuditEntry {
     pub target: Option<String>,
     /// Extra context (JSON, never secrets).
     pub details: Option<String>,
+    /// Client address of the request that caused it (API), if any.
+    #[serde(default)]
+    pub client_ip: Option<String>,
 }
 
 /// A DNS record managed in the store (ACME challenges, operator extras).

@@ -116,6 +116,7 @@ pub struct Platform {
     bus: Bus,
     hash_cost: HashCost,
     tunnel_subnet: String,
+    client_ip: Option<String>,
 }
 
 fn check_password(p: &str) -> Result<()> {
@@ -140,7 +141,15 @@ impl Platform {
             bus,
             hash_cost,
             tunnel_subnet: tunnel_subnet.into(),
+            client_ip: None,
         }
+    }
+
+    /// The same services, with audit lines naming the client address (API requests).
+    pub fn with_client_ip(&self, ip: impl Into<String>) -> Self {
+        let mut p = self.clone();
+        p.client_ip = Some(ip.into());
+        p
     }
 
     /// The store.
@@ -175,7 +184,13 @@ impl Platform {
             .await?;
         self.store
             .platform()
-            .audit(&actor.0, "operator.create", Some(email.as_str()), None)
+            .audit_from(
+                &actor.0,
+                "operator.create",
+                Some(email.as_str()),
+                None,
+                self.client_ip.as_deref(),
+            )
             .await?;
         Ok((
             op,
@@ -269,11 +284,23 @@ impl Platform {
 
         let tenant = scope.set_status(TenantStatus::Active).await?;
         scope
-            .audit(&actor.0, "tenant.create", Some(tenant.slug.as_str()), None)
+            .audit_from(
+                &actor.0,
+                "tenant.create",
+                Some(tenant.slug.as_str()),
+                None,
+                self.client_ip.as_deref(),
+            )
             .await?;
         self.store
             .platform()
-            .audit(&actor.0, "tenant.create", Some(tenant.slug.as_str()), None)
+            .audit_from(
+                &actor.0,
+                "tenant.create",
+                Some(tenant.slug.as_str()),
+                None,
+                self.client_ip.as_deref(),
+            )
             .await?;
         self.announce_tenant(&tenant).await?;
         Ok(tenant)
@@ -341,11 +368,23 @@ impl Platform {
             _ => "tenant.delete",
         };
         scope
-            .audit(&actor.0, action, Some(t.slug.as_str()), None)
+            .audit_from(
+                &actor.0,
+                action,
+                Some(t.slug.as_str()),
+                None,
+                self.client_ip.as_deref(),
+            )
             .await?;
         self.store
             .platform()
-            .audit(&actor.0, action, Some(t.slug.as_str()), None)
+            .audit_from(
+                &actor.0,
+                action,
+                Some(t.slug.as_str()),
+                None,
+                self.client_ip.as_deref(),
+            )
             .await?;
         self.announce_tenant(&t).await?;
         if matches!(status, TenantStatus::Suspended | TenantStatus::Deleted) {
@@ -371,7 +410,13 @@ impl Platform {
             self.store.tenant(*id).purge().await?;
             self.store
                 .platform()
-                .audit("system", "tenant.purge", Some(&id.to_string()), None)
+                .audit_from(
+                    "system",
+                    "tenant.purge",
+                    Some(&id.to_string()),
+                    None,
+                    self.client_ip.as_deref(),
+                )
                 .await?;
             self.bus
                 .publish(
@@ -430,6 +475,18 @@ impl Platform {
         Ok(due.len())
     }
 
+    /// Tenant-scoped commands for a tenant already resolved (API host routing).
+    pub fn ops_for(&self, tenant: Tenant, actor: Actor) -> TenantOps {
+        TenantOps {
+            scope: self.store.tenant(tenant.id),
+            tenant,
+            bus: self.bus.clone(),
+            actor,
+            client_ip: self.client_ip.clone(),
+            platform: self.clone(),
+        }
+    }
+
     /// Tenant-scoped commands for one tenant (by slug; deleted tenants are not found).
     pub async fn tenant_ops(&self, slug: &str, actor: Actor) -> Result<TenantOps> {
         let t = self.tenant_by_slug(slug).await?;
@@ -438,9 +495,26 @@ impl Platform {
             tenant: t,
             bus: self.bus.clone(),
             actor,
+            client_ip: self.client_ip.clone(),
             platform: self.clone(),
         })
     }
+}
+
+/// Creates a WireGuard peer with what its answer carries beyond the stored row (DESIGN §8 peer
+/// object, RouterOS script, generated private key). The binary provides it: it holds the
+/// relay's key and settings; the API calls it.
+#[async_trait::async_trait]
+pub trait PeerProvisioner: Send + Sync + std::fmt::Debug {
+    /// Adds the peer of the tunnel NAS `nas_name` (`public_key` from the router, or a key pair
+    /// generated here) and returns the peer object with `routeros_script` (and `private_key`
+    /// when generated).
+    async fn add_peer(
+        &self,
+        ops: &TenantOps,
+        nas_name: &str,
+        public_key: Option<&str>,
+    ) -> Result<serde_json::Value>;
 }
 
 /// Tenant-scoped commands (CLI and API share them): every change is audited and announced.
@@ -451,12 +525,41 @@ pub struct TenantOps {
     bus: Bus,
     actor: Actor,
     platform: Platform,
+    client_ip: Option<String>,
 }
 
 impl TenantOps {
     /// The tenant.
     pub fn tenant(&self) -> &Tenant {
         &self.tenant
+    }
+
+    /// The same commands with audit lines that name the client address (API requests).
+    pub fn with_client_ip(mut self, ip: impl Into<String>) -> Self {
+        self.client_ip = Some(ip.into());
+        self
+    }
+
+    /// Who acts.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    async fn audit_line(
+        &self,
+        action: &str,
+        target: Option<&str>,
+        details: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.scope
+            .audit_from(
+                &self.actor.0,
+                action,
+                target,
+                details,
+                self.client_ip.as_deref(),
+            )
+            .await
     }
 
     /// The scope (for reads).
@@ -471,9 +574,7 @@ impl TenantOps {
         kind: &str,
         payload: serde_json::Value,
     ) -> Result<()> {
-        self.scope
-            .audit(&self.actor.0, action, Some(target), None)
-            .await?;
+        self.audit_line(action, Some(target), None).await?;
         self.bus
             .publish(Some(self.tenant.id), kind, &payload)
             .await?;
@@ -490,8 +591,7 @@ impl TenantOps {
         check_password(password)?;
         let hash = self.platform.hash_password(password)?;
         let u = self.scope.create_user(email, &hash, role).await?;
-        self.scope
-            .audit(&self.actor.0, "user.create", Some(email.as_str()), None)
+        self.audit_line("user.create", Some(email.as_str()), None)
             .await?;
         Ok(u)
     }
@@ -612,13 +712,7 @@ impl TenantOps {
         .filter_map(|(n, set)| set.then_some(n))
         .collect();
         let details = json!({ "fields": fields }).to_string();
-        self.scope
-            .audit(
-                &self.actor.0,
-                "subscriber.update",
-                Some(&s.username),
-                Some(&details),
-            )
+        self.audit_line("subscriber.update", Some(&s.username), Some(&details))
             .await?;
         self.bus
             .publish(
@@ -783,9 +877,7 @@ impl TenantOps {
 
     /// Records an audited action without an event (e.g. a secret shown again on request).
     pub async fn audit(&self, action: &str, target: &str) -> Result<()> {
-        self.scope
-            .audit(&self.actor.0, action, Some(target), None)
-            .await?;
+        self.audit_line(action, Some(target), None).await?;
         Ok(())
     }
 

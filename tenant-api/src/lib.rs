@@ -1,3 +1,257 @@
 //! Tenant REST API on wildcard subdomains, signup and operator endpoints (axum).
 //!
-//! Not built yet: the API issue fills this crate. `serve` does not start the api role until then.
+//! One app serves every host: [`host`] resolves `SLUG.<base>`, `<base>` and `operator.<base>`
+//! and hands the request to that host's router. Errors are RFC 7807 problems ([`problem`]);
+//! authentication and roles live in [`auth`] and [`roles`] and are meant for reuse by the web
+//! panel (its cookie layer inserts an [`auth::Principal`]).
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod auth;
+pub mod host;
+pub mod limit;
+pub mod mail;
+pub mod openapi;
+pub mod operator;
+pub mod problem;
+pub mod roles;
+pub mod signup;
+pub mod tenant;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::response::{IntoResponse, Response};
+use saas_core::cache::Cache;
+use saas_core::platform::Platform;
+use saas_core::store::{Store, StoreError};
+use tower::ServiceExt as _;
+
+use crate::auth::{KeyRing, Keys};
+use crate::host::{ClientIp, HostKind, TenantDirectory, TrustedProxies};
+use crate::problem::Problem;
+
+/// Settings of the API.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// The SaaS zone (`saas.localhost` in development).
+    pub base_domain: String,
+    /// Proxies whose X-Forwarded-* headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Largest request body in bytes.
+    pub body_limit: usize,
+    /// Login/signup limits.
+    pub limits: limit::Limits,
+    /// Data dir (mail outbox).
+    pub data_dir: PathBuf,
+    /// `http` or `https`, for panel URLs.
+    pub public_scheme: String,
+    /// Port to put in panel URLs (None for 80/443).
+    pub public_port: Option<u16>,
+    /// Access token lifetime.
+    pub access_ttl: Duration,
+    /// JWT clock leeway in seconds.
+    pub leeway_s: u64,
+    /// Peer creation with the router script (the binary provides it; None = 501).
+    pub peers: Option<Arc<dyn saas_core::platform::PeerProvisioner>>,
+}
+
+impl ApiConfig {
+    /// Defaults for a base domain and data dir.
+    pub fn new(base_domain: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            base_domain: base_domain.into(),
+            trusted_proxies: Vec::new(),
+            body_limit: 64 * 1024,
+            limits: limit::Limits::default(),
+            data_dir: data_dir.into(),
+            public_scheme: "http".into(),
+            public_port: None,
+            access_ttl: auth::ACCESS_TTL,
+            leeway_s: 5,
+            peers: None,
+        }
+    }
+
+    /// The panel URL of a tenant.
+    pub fn panel_url(&self, slug: &str) -> String {
+        let port = self
+            .public_port
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!(
+            "{}://{slug}.{}{port}/",
+            self.public_scheme, self.base_domain
+        )
+    }
+}
+
+struct Inner {
+    platform: Platform,
+    cache: Arc<dyn Cache>,
+    config: ApiConfig,
+    tenants: TenantDirectory,
+    tenant_keys: Keys,
+    operator_keys: Keys,
+    proxies: TrustedProxies,
+    /// A hash to verify against when the account does not exist (same time either way).
+    dummy_hash: String,
+}
+
+/// Shared state of every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("base_domain", &self.0.config.base_domain)
+            .finish()
+    }
+}
+
+impl AppState {
+    /// Loads the signing keys (creating them on first start) and starts following tenant
+    /// changes on the bus.
+    pub async fn new(
+        platform: Platform,
+        cache: Arc<dyn Cache>,
+        config: ApiConfig,
+    ) -> Result<Self, StoreError> {
+        let store = platform.store().clone();
+        let mut tk = KeyRing::load(store.clone(), "tenant").await?;
+        let mut ok = KeyRing::load(store.clone(), "operator").await?;
+        tk.set_leeway(config.leeway_s);
+        ok.set_leeway(config.leeway_s);
+        let tenants = TenantDirectory::new(store);
+        tenants.follow(platform.bus());
+        let dummy_hash = platform
+            .hash_password(&saas_core::crypto::random_token(16))
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(Self(Arc::new(Inner {
+            proxies: TrustedProxies(config.trusted_proxies.clone()),
+            platform,
+            cache,
+            config,
+            tenants,
+            tenant_keys: Arc::new(tk),
+            operator_keys: Arc::new(ok),
+            dummy_hash,
+        })))
+    }
+
+    /// Domain services.
+    pub fn platform(&self) -> &Platform {
+        &self.0.platform
+    }
+    /// The store.
+    pub fn store(&self) -> &Store {
+        self.0.platform.store()
+    }
+    /// The cache.
+    pub fn cache(&self) -> &Arc<dyn Cache> {
+        &self.0.cache
+    }
+    /// Settings.
+    pub fn config(&self) -> &ApiConfig {
+        &self.0.config
+    }
+    /// Tenant token keys.
+    pub fn tenant_keys(&self) -> &Keys {
+        &self.0.tenant_keys
+    }
+    /// Operator token keys.
+    pub fn operator_keys(&self) -> &Keys {
+        &self.0.operator_keys
+    }
+    /// Slug → tenant directory.
+    pub fn tenants(&self) -> &TenantDirectory {
+        &self.0.tenants
+    }
+    pub(crate) fn dummy_hash(&self) -> &str {
+        &self.0.dummy_hash
+    }
+}
+
+/// Verifies a password off the async threads (argon2 is CPU-bound).
+pub(crate) async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || saas_core::crypto::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+/// The routers of each host kind.
+#[derive(Clone)]
+struct Hosts {
+    state: AppState,
+    apex: Router,
+    operator: Router,
+    tenant: Router,
+}
+
+/// The whole API: host dispatch, problem+json fallbacks, body limit. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so client addresses are known.
+pub fn app(state: AppState) -> Router {
+    let fallback = || async {
+        Problem::not_found("no such endpoint; see /api/v1/openapi.json").into_response()
+    };
+    let method = || async {
+        Problem::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            "Method not allowed",
+        )
+        .detail("this endpoint does not accept that method; see /api/v1/openapi.json")
+        .into_response()
+    };
+    let finish = |r: Router<AppState>| {
+        r.route(
+            "/api/v1/openapi.json",
+            axum::routing::get(openapi::document),
+        )
+        .fallback(fallback)
+        .method_not_allowed_fallback(method)
+        .with_state(state.clone())
+    };
+    let hosts = Hosts {
+        apex: finish(signup::router(&state)),
+        operator: finish(operator::router(&state)),
+        tenant: finish(tenant::router(&state)),
+        state: state.clone(),
+    };
+    let limit = state.config().body_limit;
+    Router::new()
+        .fallback(move |req: Request| dispatch(hosts.clone(), req))
+        .layer(DefaultBodyLimit::max(limit))
+}
+
+async fn dispatch(h: Hosts, mut req: Request) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let s = &h.state;
+    let peer = host::peer_addr(req.extensions());
+    let ip = s.0.proxies.client_ip(peer, req.headers());
+    req.extensions_mut().insert(ClientIp(ip));
+    let name = s.0.proxies.host(peer, req.headers());
+    let resp = match host::resolve(s.tenants(), &s.config().base_domain, name.as_deref()).await {
+        Err(p) => p.into_response(),
+        Ok(kind) => {
+            let router = match &kind {
+                HostKind::Apex => h.apex.clone(),
+                HostKind::Operator => h.operator.clone(),
+                HostKind::Tenant(_) => h.tenant.clone(),
+            };
+            req.extensions_mut().insert(kind);
+            match router.oneshot(req).await {
+                Ok(r) => r,
+                Err(e) => match e {},
+            }
+        }
+    };
+    tracing::debug!(%method, path, host = name.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "api request");
+    resp
+}

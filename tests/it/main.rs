@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod api;
 mod cli;
 mod coa;
 mod dns;

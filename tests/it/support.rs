@@ -19,7 +19,10 @@ pub fn proxpanel(data_dir: &Path) -> Command {
     }
     c.env("PROXPANEL_DATA_DIR", data_dir)
         .env("PP_TEST_CHEAP_HASH", "1")
-        .env("PROXPANEL_LOG", "warn");
+        .env("PROXPANEL_LOG", "warn")
+        // The API listener's default port (8080) would clash between parallel tests; the tests
+        // that use the API give it a free port.
+        .env("PROXPANEL_HTTP_LISTEN", "off");
     c
 }
 
@@ -88,6 +91,38 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// A minimal HTTP/1.1 request with a Host header, a Bearer token and a JSON body:
+/// (status, JSON body or Null).
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).expect("connect API");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 /// Polls until `GET path` answers 200, or panics after `timeout`.

@@ -254,6 +254,53 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A JWT signing key as stored (secret sealed).
+#[derive(Clone, Debug)]
+pub struct SigningKeyRow {
+    /// Key id (`kid` header).
+    pub kid: String,
+    /// Sealed secret.
+    pub sealed: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When it stopped signing (still verifies).
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+/// Outcome of presenting a refresh token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rotation<U> {
+    /// The token was current: the family now holds the new hash.
+    Rotated(U),
+    /// The token was already rotated away: the family is now revoked.
+    Reused,
+    /// The family was revoked before (logout, reuse).
+    Revoked,
+    /// The family is past its lifetime.
+    Expired,
+    /// No such family.
+    Unknown,
+}
+
+/// An API token as stored (never its text).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ApiTokenRow {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Name given at creation.
+    pub name: String,
+    /// `read` or `write`.
+    pub scope: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last use.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// Revocation time.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
 /// One stored event (DESIGN §9).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredEvent {
@@ -1013,10 +1060,108 @@ impl TenantScope {
         target: Option<&str>,
         details: Option<&str>,
     ) -> Result<()> {
+        self.audit_from(actor, action, target, details, None).await
+    }
+
+    /// Appends an audit line with the client address of the request that caused it.
+    pub async fn audit_from(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        details: Option<&str>,
+        client_ip: Option<&str>,
+    ) -> Result<()> {
         dispatch!(
             self.store,
-            audit_insert(self.tenant, actor, action, target, details, now())
+            audit_insert(
+                self.tenant,
+                actor,
+                action,
+                target,
+                details,
+                client_ip,
+                now()
+            )
         )
+    }
+
+    /// A panel user by id.
+    pub async fn user(&self, id: UserId) -> Result<Option<TenantUser>> {
+        dispatch!(self.store, user_by_id(self.tenant, id))
+    }
+
+    /// A session by id.
+    pub async fn session(&self, id: SessionId) -> Result<Option<Session>> {
+        dispatch!(self.store, session_by_id(self.tenant, id))
+    }
+
+    /// Starts a refresh-token family; `hash` is the SHA-256 of the first token.
+    pub async fn create_refresh_family(
+        &self,
+        id: uuid::Uuid,
+        user: UserId,
+        hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            refresh_insert(self.tenant, id, user, hash, now(), expires_at)
+        )
+    }
+
+    /// Swaps a family's current token hash for `new_hash` if `presented` is current; a stale
+    /// (already rotated) token revokes the whole family.
+    pub async fn rotate_refresh(
+        &self,
+        id: uuid::Uuid,
+        presented: &str,
+        new_hash: &str,
+    ) -> Result<Rotation<UserId>> {
+        dispatch!(
+            self.store,
+            refresh_rotate(self.tenant, id, presented, new_hash, now())
+        )
+    }
+
+    /// Revokes a refresh family (logout); false when it was already revoked or unknown.
+    pub async fn revoke_refresh(&self, id: uuid::Uuid, reason: &str) -> Result<bool> {
+        dispatch!(self.store, refresh_revoke(self.tenant, id, reason, now()))
+    }
+
+    /// Whether a refresh family is neither revoked nor expired.
+    pub async fn refresh_is_live(&self, id: uuid::Uuid) -> Result<bool> {
+        dispatch!(self.store, refresh_is_live(self.tenant, id, now()))
+    }
+
+    /// Stores an API token (only its hash).
+    pub async fn create_api_token(
+        &self,
+        id: uuid::Uuid,
+        name: &str,
+        hash: &str,
+        scope: &str,
+        created_by: &str,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            api_token_insert(self.tenant, id, name, hash, scope, created_by, now())
+        )
+    }
+
+    /// An API token by the hash of its text.
+    pub async fn api_token_by_hash(&self, hash: &str) -> Result<Option<ApiTokenRow>> {
+        dispatch!(self.store, api_token_by_hash(self.tenant, hash))
+    }
+
+    /// Every API token of the tenant (never the token text).
+    pub async fn api_tokens(&self) -> Result<Vec<ApiTokenRow>> {
+        dispatch!(self.store, api_tokens_list(self.tenant))
+    }
+
+    /// Revokes an API token; false when unknown or already revoked.
+    pub async fn revoke_api_token(&self, id: uuid::Uuid) -> Result<bool> {
+        dispatch!(self.store, api_token_revoke(self.tenant, id, now()))
     }
 
     /// Newest audit lines.
@@ -1165,10 +1310,100 @@ impl PlatformScope {
         target: Option<&str>,
         details: Option<&str>,
     ) -> Result<()> {
+        self.audit_from(actor, action, target, details, None).await
+    }
+
+    /// Appends a platform audit line with the client address of the request.
+    pub async fn audit_from(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        details: Option<&str>,
+        client_ip: Option<&str>,
+    ) -> Result<()> {
         dispatch!(
             self.store,
-            operator_audit_insert(actor, action, target, details, now())
+            operator_audit_insert(actor, action, target, details, client_ip, now())
         )
+    }
+
+    /// An operator by id.
+    pub async fn operator(&self, id: OperatorId) -> Result<Option<Operator>> {
+        dispatch!(self.store, operator_by_id(id))
+    }
+
+    /// Marks an operator's TOTP enrolment complete (first login with a valid code).
+    pub async fn set_operator_enrolled(&self, id: OperatorId) -> Result<()> {
+        dispatch!(self.store, operator_set_enrolled(id))
+    }
+
+    /// Signing keys of one purpose (`tenant`, `operator`), oldest first, secrets sealed.
+    pub async fn signing_keys(&self, purpose: &str) -> Result<Vec<SigningKeyRow>> {
+        dispatch!(self.store, signing_keys(purpose))
+    }
+
+    /// Adds a signing key; `secret` is sealed here.
+    pub async fn add_signing_key(&self, kid: &str, purpose: &str, secret: &[u8]) -> Result<()> {
+        let sealed = self.store.secrets().seal(secret);
+        dispatch!(self.store, signing_key_insert(kid, purpose, &sealed, now()))
+    }
+
+    /// Retires a signing key: still accepted for verification until its tokens expire.
+    pub async fn retire_signing_key(&self, kid: &str) -> Result<()> {
+        dispatch!(self.store, signing_key_retire(kid, now()))
+    }
+
+    /// Starts an operator refresh family.
+    pub async fn create_operator_refresh_family(
+        &self,
+        id: uuid::Uuid,
+        operator: OperatorId,
+        hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            op_refresh_insert(id, operator, hash, now(), expires_at)
+        )
+    }
+
+    /// Operator counterpart of [`TenantScope::rotate_refresh`].
+    pub async fn rotate_operator_refresh(
+        &self,
+        id: uuid::Uuid,
+        presented: &str,
+        new_hash: &str,
+    ) -> Result<Rotation<OperatorId>> {
+        dispatch!(
+            self.store,
+            op_refresh_rotate(id, presented, new_hash, now())
+        )
+    }
+
+    /// Revokes an operator refresh family.
+    pub async fn revoke_operator_refresh(&self, id: uuid::Uuid, reason: &str) -> Result<bool> {
+        dispatch!(self.store, op_refresh_revoke(id, reason, now()))
+    }
+
+    /// Whether an operator refresh family is live.
+    pub async fn operator_refresh_is_live(&self, id: uuid::Uuid) -> Result<bool> {
+        dispatch!(self.store, op_refresh_is_live(id, now()))
+    }
+
+    /// Revokes one access token by its `jti` until `expires_at`.
+    pub async fn revoke_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        dispatch!(self.store, jti_revoke(jti, expires_at))
+    }
+
+    /// Whether an access token id was revoked.
+    pub async fn access_token_revoked(&self, jti: &str) -> Result<bool> {
+        dispatch!(self.store, jti_is_revoked(jti))
+    }
+
+    /// Forgets revocations of tokens that have expired anyway.
+    pub async fn prune_revocations(&self) -> Result<u64> {
+        dispatch!(self.store, jti_prune(now()))
     }
 
     /// Appends an event; returns its position.

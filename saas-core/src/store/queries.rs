@@ -277,6 +277,7 @@ impl Db {
         // Children first: their RLS policies need the tenant row to still match nothing else.
         for sql in [
             "DELETE FROM refresh_families WHERE tenant_id = $1",
+            "DELETE FROM api_tokens WHERE tenant_id = $1",
             "DELETE FROM radius_sessions WHERE tenant_id = $1",
             "DELETE FROM auth_log WHERE tenant_id = $1",
             "DELETE FROM audit_log WHERE tenant_id = $1",
@@ -882,10 +883,11 @@ impl Db {
             .collect()
     }
 
-    pub(super) async fn audit_insert(&self, t: TenantId, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn audit_insert(&self, t: TenantId, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, client_ip: Option<&str>, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write(t).await?;
-        sqlx::query("INSERT INTO audit_log (tenant_id, at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(t.0).bind(now).bind(actor).bind(action).bind(target).bind(details)
+        sqlx::query("INSERT INTO audit_log (tenant_id, at, actor, action, target, details, client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(t.0).bind(now).bind(actor).bind(action).bind(target).bind(details).bind(client_ip)
             .execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
@@ -893,11 +895,11 @@ impl Db {
 
     pub(super) async fn audit_list(&self, t: TenantId, limit: i64) -> Result<Vec<AuditEntry>> {
         let mut tx = self.read(t).await?;
-        let rows = sqlx::query("SELECT at, actor, action, target, details FROM audit_log WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2")
+        let rows = sqlx::query("SELECT at, actor, action, target, details, client_ip FROM audit_log WHERE tenant_id = $1 ORDER BY id DESC LIMIT $2")
             .bind(t.0).bind(limit).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter()
-            .map(|r| Ok(AuditEntry { at: r.try_get("at")?, actor: r.try_get("actor")?, action: r.try_get("action")?, target: r.try_get("target")?, details: r.try_get("details")? }))
+            .map(|r| Ok(AuditEntry { at: r.try_get("at")?, actor: r.try_get("actor")?, action: r.try_get("action")?, target: r.try_get("target")?, details: r.try_get("details")?, client_ip: r.try_get("client_ip")? }))
             .collect()
     }
 
@@ -1013,9 +1015,9 @@ impl Db {
         rows.iter().map(operator_row).collect()
     }
 
-    pub(super) async fn operator_audit_insert(&self, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, now: DateTime<Utc>) -> Result<()> {
-        sqlx::query("INSERT INTO operator_audit_log (at, actor, action, target, details) VALUES ($1, $2, $3, $4, $5)")
-            .bind(now).bind(actor).bind(action).bind(target).bind(details)
+    pub(super) async fn operator_audit_insert(&self, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, client_ip: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO operator_audit_log (at, actor, action, target, details, client_ip) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(now).bind(actor).bind(action).bind(target).bind(details).bind(client_ip)
             .execute(self.app()).await?;
         Ok(())
     }
@@ -1083,4 +1085,224 @@ impl Db {
         let row = sqlx::query("SELECT public_key, private_key FROM relay_nodes WHERE name = $1").bind(name).fetch_optional(self.app()).await?;
         row.map(|r| Ok((r.try_get("public_key")?, r.try_get("private_key")?))).transpose()
     }
+}
+
+// ---- API auth: signing keys, refresh families, revoked access tokens, API tokens ----
+
+impl Db {
+    pub(super) async fn signing_keys(&self, purpose: &str) -> Result<Vec<crate::store::SigningKeyRow>> {
+        let rows = sqlx::query("SELECT kid, secret, created_at, retired_at FROM signing_keys WHERE purpose = $1 ORDER BY created_at")
+            .bind(purpose).fetch_all(self.app()).await?;
+        rows.iter()
+            .map(|r| Ok(crate::store::SigningKeyRow { kid: r.try_get("kid")?, sealed: r.try_get("secret")?, created_at: r.try_get("created_at")?, retired_at: r.try_get("retired_at")? }))
+            .collect()
+    }
+
+    pub(super) async fn signing_key_insert(&self, kid: &str, purpose: &str, sealed: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO signing_keys (kid, purpose, secret, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(kid).bind(purpose).bind(sealed).bind(now).execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn signing_key_retire(&self, kid: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE kid = $1 AND retired_at IS NULL")
+            .bind(kid).bind(now).execute(self.app()).await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn refresh_insert(&self, t: TenantId, id: Uuid, user: UserId, hash: &str, now: DateTime<Utc>, expires: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO refresh_families (id, tenant_id, user_id, current_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(id).bind(t.0).bind(user.0).bind(hash).bind(now).bind(expires).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn refresh_rotate(&self, t: TenantId, id: Uuid, presented: &str, new_hash: &str, now: DateTime<Utc>) -> Result<crate::store::Rotation<UserId>> {
+        let mut tx = self.write(t).await?;
+        let row = sqlx::query("SELECT user_id, current_hash, expires_at, revoked_at FROM refresh_families WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id).fetch_optional(&mut *tx).await?;
+        let out = rotate_row(row.as_ref(), presented, now)?;
+        let out = match out {
+            crate::store::Rotation::Rotated(u) => {
+                // Compare-and-set: of two concurrent uses of one token only one rotates.
+                let res = sqlx::query("UPDATE refresh_families SET current_hash = $3 WHERE tenant_id = $1 AND id = $2 AND current_hash = $4 AND revoked_at IS NULL")
+                    .bind(t.0).bind(id).bind(new_hash).bind(presented).execute(&mut *tx).await?;
+                if res.rows_affected() == 1 { crate::store::Rotation::Rotated(UserId(u)) } else { crate::store::Rotation::Reused }
+            }
+            crate::store::Rotation::Reused => crate::store::Rotation::Reused,
+            crate::store::Rotation::Revoked => crate::store::Rotation::Revoked,
+            crate::store::Rotation::Expired => crate::store::Rotation::Expired,
+            crate::store::Rotation::Unknown => crate::store::Rotation::Unknown,
+        };
+        if matches!(out, crate::store::Rotation::Reused) {
+            sqlx::query("UPDATE refresh_families SET revoked_at = $3, revoke_reason = 'reuse' WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+                .bind(t.0).bind(id).bind(now).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(super) async fn refresh_revoke(&self, t: TenantId, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query("UPDATE refresh_families SET revoked_at = $3, revoke_reason = $4 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+            .bind(t.0).bind(id).bind(now).bind(reason).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(super) async fn refresh_is_live(&self, t: TenantId, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.read(t).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_families WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL AND expires_at > $3")
+            .bind(t.0).bind(id).bind(now).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn op_refresh_insert(&self, id: Uuid, op: OperatorId, hash: &str, now: DateTime<Utc>, expires: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO operator_refresh_families (id, operator_id, current_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id).bind(op.0).bind(hash).bind(now).bind(expires).execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn op_refresh_rotate(&self, id: Uuid, presented: &str, new_hash: &str, now: DateTime<Utc>) -> Result<crate::store::Rotation<OperatorId>> {
+        let mut tx = self.app().begin().await?;
+        let row = sqlx::query("SELECT operator_id AS user_id, current_hash, expires_at, revoked_at FROM operator_refresh_families WHERE id = $1")
+            .bind(id).fetch_optional(&mut *tx).await?;
+        let out = match rotate_row(row.as_ref(), presented, now)? {
+            crate::store::Rotation::Rotated(u) => {
+                let res = sqlx::query("UPDATE operator_refresh_families SET current_hash = $2 WHERE id = $1 AND current_hash = $3 AND revoked_at IS NULL")
+                    .bind(id).bind(new_hash).bind(presented).execute(&mut *tx).await?;
+                if res.rows_affected() == 1 { crate::store::Rotation::Rotated(OperatorId(u)) } else { crate::store::Rotation::Reused }
+            }
+            crate::store::Rotation::Reused => crate::store::Rotation::Reused,
+            crate::store::Rotation::Revoked => crate::store::Rotation::Revoked,
+            crate::store::Rotation::Expired => crate::store::Rotation::Expired,
+            crate::store::Rotation::Unknown => crate::store::Rotation::Unknown,
+        };
+        if matches!(out, crate::store::Rotation::Reused) {
+            sqlx::query("UPDATE operator_refresh_families SET revoked_at = $2, revoke_reason = 'reuse' WHERE id = $1 AND revoked_at IS NULL")
+                .bind(id).bind(now).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    pub(super) async fn op_refresh_revoke(&self, id: Uuid, reason: &str, now: DateTime<Utc>) -> Result<bool> {
+        let res = sqlx::query("UPDATE operator_refresh_families SET revoked_at = $2, revoke_reason = $3 WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id).bind(now).bind(reason).execute(self.app()).await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(super) async fn op_refresh_is_live(&self, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM operator_refresh_families WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2")
+            .bind(id).bind(now).fetch_one(self.app()).await?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn jti_revoke(&self, jti: &str, expires: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO token_revocations (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+            .bind(jti).bind(expires).execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn jti_is_revoked(&self, jti: &str) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM token_revocations WHERE jti = $1").bind(jti).fetch_one(self.app()).await?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn jti_prune(&self, now: DateTime<Utc>) -> Result<u64> {
+        let res = sqlx::query("DELETE FROM token_revocations WHERE expires_at < $1").bind(now).execute(self.app()).await?;
+        Ok(res.rows_affected())
+    }
+
+    pub(super) async fn operator_by_id(&self, id: OperatorId) -> Result<Option<Operator>> {
+        let row = sqlx::query("SELECT id, email, role, totp_enrolled, created_at FROM operators WHERE id = $1")
+            .bind(id.0).fetch_optional(self.app()).await?;
+        row.as_ref().map(operator_row).transpose()
+    }
+
+    pub(super) async fn operator_set_enrolled(&self, id: OperatorId) -> Result<()> {
+        sqlx::query("UPDATE operators SET totp_enrolled = $2 WHERE id = $1").bind(id.0).bind(true).execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn user_by_id(&self, t: TenantId, id: UserId) -> Result<Option<TenantUser>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query("SELECT id, tenant_id, email, role, disabled, created_at FROM tenant_users WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(user_row).transpose()
+    }
+
+    pub(super) async fn session_by_id(&self, t: TenantId, id: SessionId) -> Result<Option<Session>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query(q(format!("SELECT {SESSION_COLS} FROM radius_sessions WHERE tenant_id = $1 AND id = $2")))
+            .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(session_row).transpose()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn api_token_insert(&self, t: TenantId, id: Uuid, name: &str, hash: &str, scope: &str, by: &str, now: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO api_tokens (id, tenant_id, name, token_hash, scope, created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(id).bind(t.0).bind(name).bind(hash).bind(scope).bind(by).bind(now).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn api_token_by_hash(&self, t: TenantId, hash: &str) -> Result<Option<crate::store::ApiTokenRow>> {
+        let mut tx = self.read(t).await?;
+        let row = sqlx::query("SELECT id, name, scope, created_by, created_at, last_used_at, revoked_at FROM api_tokens WHERE tenant_id = $1 AND token_hash = $2")
+            .bind(t.0).bind(hash).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(api_token_row).transpose()
+    }
+
+    pub(super) async fn api_tokens_list(&self, t: TenantId) -> Result<Vec<crate::store::ApiTokenRow>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT id, name, scope, created_by, created_at, last_used_at, revoked_at FROM api_tokens WHERE tenant_id = $1 ORDER BY created_at")
+            .bind(t.0).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(api_token_row).collect()
+    }
+
+    pub(super) async fn api_token_revoke(&self, t: TenantId, id: Uuid, now: DateTime<Utc>) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query("UPDATE api_tokens SET revoked_at = $3 WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL")
+            .bind(t.0).bind(id).bind(now).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+}
+
+fn api_token_row(r: &DbRow) -> Result<crate::store::ApiTokenRow> {
+    Ok(crate::store::ApiTokenRow {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        scope: r.try_get("scope")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        last_used_at: r.try_get("last_used_at")?,
+        revoked_at: r.try_get("revoked_at")?,
+    })
+}
+
+/// What a refresh family row says about a presented token (before the compare-and-set).
+fn rotate_row(row: Option<&DbRow>, presented: &str, now: DateTime<Utc>) -> Result<crate::store::Rotation<Uuid>> {
+    let Some(r) = row else { return Ok(crate::store::Rotation::Unknown) };
+    let revoked: Option<DateTime<Utc>> = r.try_get("revoked_at")?;
+    let expires: DateTime<Utc> = r.try_get("expires_at")?;
+    let current: String = r.try_get("current_hash")?;
+    Ok(if revoked.is_some() {
+        crate::store::Rotation::Revoked
+    } else if expires <= now {
+        crate::store::Rotation::Expired
+    } else if current != presented {
+        crate::store::Rotation::Reused
+    } else {
+        crate::store::Rotation::Rotated(r.try_get("user_id")?)
+    })
 }

@@ -1,0 +1,469 @@
+//! The operator host: login with TOTP, tenants (create through the provisioning pipeline,
+//! suspend, resume, delete, limits), the audited act-as-tenant token exchange, relay status,
+//! DNS records and platform stats.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use saas_core::ids::{Email, Slug};
+use saas_core::model::{TenantLimits, TenantStatus, TenantSummary};
+use saas_core::platform::{Actor, Platform, ProvisionRequest};
+use saas_core::store::{Page, Rotation};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::auth::{self, Auth, TokenPair, TokenType};
+use crate::host::ClientIp;
+use crate::problem::{ApiResult, Json, Path, Problem};
+use crate::roles::{ApiRole, CanPlatform};
+use crate::tenant::{LoginRequest, RefreshRequest};
+use crate::{AppState, limit, verify_password};
+
+/// The operator host's routes.
+pub fn router(state: &AppState) -> Router<AppState> {
+    let guarded = Router::new()
+        .route("/api/v1/auth/login", post(login))
+        .route("/api/v1/auth/refresh", post(refresh))
+        .route_layer(from_fn_with_state(
+            (state.clone(), "operator-login"),
+            limit::guard,
+        ));
+    Router::new()
+        .merge(guarded)
+        .route("/api/v1/auth/logout", post(logout))
+        .route("/api/v1/operator/me", get(me))
+        .route("/api/v1/operator/tenants", get(tenants).post(create_tenant))
+        .route(
+            "/api/v1/operator/tenants/{slug}",
+            get(tenant).patch(patch_tenant).delete(delete_tenant),
+        )
+        .route("/api/v1/operator/tenants/{slug}/suspend", post(suspend))
+        .route("/api/v1/operator/tenants/{slug}/resume", post(resume))
+        .route("/api/v1/operator/tenants/{slug}/act-as", post(act_as))
+        .route("/api/v1/operator/relays", get(relays))
+        .route("/api/v1/operator/dns_records", get(dns_records))
+        .route("/api/v1/operator/stats", get(stats))
+}
+
+fn platform(s: &AppState, ip: ClientIp) -> Platform {
+    s.platform().with_client_ip(ip.0.to_string())
+}
+
+fn now_unix() -> u64 {
+    u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
+}
+
+async fn login(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    Json(req): Json<LoginRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    let refused = || Problem::unauthorized("wrong e-mail, password or TOTP code");
+    let found = match Email::parse(&req.email) {
+        Ok(e) => s.store().platform().operator_by_email(&e).await?,
+        Err(_) => None,
+    };
+    let Some((op, hash, secret)) = found else {
+        verify_password(req.password, s.dummy_hash().to_owned()).await;
+        return Err(refused());
+    };
+    if !verify_password(req.password, hash).await {
+        return Err(refused());
+    }
+    let Some(code) = req.totp.as_deref() else {
+        return Err(Problem::unauthorized(
+            "a TOTP code is required: add \"totp\" (enrol your authenticator with the URI printed by `proxpanel operator create`)",
+        ));
+    };
+    if !saas_core::crypto::totp::verify(&secret, now_unix(), code) {
+        return Err(refused());
+    }
+    if !op.totp_enrolled {
+        s.store().platform().set_operator_enrolled(op.id).await?;
+    }
+    let fam = Uuid::new_v4();
+    let rt = auth::new_refresh_token(fam);
+    let expires = saas_core::store::now()
+        + chrono::Duration::from_std(auth::REFRESH_TTL).unwrap_or(chrono::Duration::days(30));
+    s.store()
+        .platform()
+        .create_operator_refresh_family(fam, op.id, &auth::sha256_hex(&rt), expires)
+        .await?;
+    s.store()
+        .platform()
+        .audit_from(
+            &format!("operator:{}", op.email),
+            "auth.login",
+            Some(op.email.as_str()),
+            None,
+            Some(&ip.0.to_string()),
+        )
+        .await?;
+    let ttl = s.config().access_ttl;
+    let c = auth::claims(
+        op.id.0,
+        TokenType::Operator,
+        None,
+        ApiRole::Operator,
+        op.email.as_str(),
+        Some(fam),
+        ttl,
+    );
+    Ok(Json(TokenPair {
+        access_token: s.operator_keys().sign(&c)?,
+        refresh_token: Some(rt),
+        expires_in: ttl.as_secs(),
+        token_type: "Bearer",
+    }))
+}
+
+async fn refresh(
+    State(s): State<AppState>,
+    Json(req): Json<RefreshRequest>,
+) -> ApiResult<Json<TokenPair>> {
+    let fam = auth::refresh_family(&req.refresh_token)
+        .ok_or_else(|| Problem::unauthorized("this is not a refresh token; sign in again"))?;
+    let next = auth::new_refresh_token(fam);
+    let r = s
+        .store()
+        .platform()
+        .rotate_operator_refresh(
+            fam,
+            &auth::sha256_hex(&req.refresh_token),
+            &auth::sha256_hex(&next),
+        )
+        .await?;
+    let Rotation::Rotated(oid) = r else {
+        return Err(auth::rotation_problem(&r));
+    };
+    let op = s
+        .store()
+        .platform()
+        .operator(oid)
+        .await?
+        .ok_or_else(|| Problem::unauthorized("this operator no longer exists"))?;
+    let ttl = s.config().access_ttl;
+    let c = auth::claims(
+        op.id.0,
+        TokenType::Operator,
+        None,
+        ApiRole::Operator,
+        op.email.as_str(),
+        Some(fam),
+        ttl,
+    );
+    Ok(Json(TokenPair {
+        access_token: s.operator_keys().sign(&c)?,
+        refresh_token: Some(next),
+        expires_in: ttl.as_secs(),
+        token_type: "Bearer",
+    }))
+}
+
+async fn logout(State(s): State<AppState>, a: Auth<CanPlatform>) -> ApiResult<StatusCode> {
+    crate::tenant::revoke_session(&s, &a).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(a: Auth<CanPlatform>) -> Json<Value> {
+    Json(json!({"email": a.name, "role": a.role}))
+}
+
+async fn tenants(
+    State(s): State<AppState>,
+    _a: Auth<CanPlatform>,
+) -> ApiResult<Json<Page<TenantSummary>>> {
+    let items = s
+        .platform()
+        .tenants()
+        .await?
+        .into_iter()
+        .filter(|t| t.tenant.status != TenantStatus::Deleted)
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
+}
+
+/// New tenant from the operator console.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    /// Subdomain.
+    pub slug: String,
+    /// Display name.
+    pub name: String,
+    /// Owner login.
+    pub email: String,
+    /// Owner password.
+    pub password: String,
+    /// IANA timezone (default UTC).
+    pub timezone: Option<String>,
+    /// Limits (defaults when absent).
+    pub limits: Option<TenantLimits>,
+}
+
+async fn create_tenant(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Json(c): Json<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let slug = Slug::parse(&c.slug.to_ascii_lowercase())
+        .map_err(|e| Problem::validation("slug", e.to_string()))?;
+    let email = Email::parse(&c.email).map_err(|e| Problem::validation("email", e.to_string()))?;
+    if let Some(l) = c.limits {
+        check_limits(&l)?;
+    }
+    let req = ProvisionRequest {
+        slug,
+        name: c.name,
+        owner_email: email,
+        owner_password: c.password,
+        timezone: c.timezone.unwrap_or_else(|| "UTC".into()),
+        limits: c.limits,
+    };
+    let t = platform(&s, ip).provision_tenant(&req, &a.actor()).await?;
+    s.tenants().invalidate(Some(t.slug.as_str()));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"tenant": t, "panel_url": s.config().panel_url(t.slug.as_str())})),
+    ))
+}
+
+fn check_limits(l: &TenantLimits) -> ApiResult<()> {
+    if l.max_subscribers < 0 {
+        return Err(Problem::validation(
+            "limits.max_subscribers",
+            "must be 0 or more",
+        ));
+    }
+    if l.max_nas < 0 {
+        return Err(Problem::validation("limits.max_nas", "must be 0 or more"));
+    }
+    Ok(())
+}
+
+async fn tenant(
+    State(s): State<AppState>,
+    _a: Auth<CanPlatform>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = s.platform().tenant_by_slug(&slug).await?;
+    let summary = s
+        .platform()
+        .tenants()
+        .await?
+        .into_iter()
+        .find(|x| x.tenant.id == t.id);
+    Ok(Json(
+        serde_json::to_value(
+            summary.ok_or_else(|| Problem::not_found(format!("tenant {slug:?} not found")))?,
+        )
+        .map_err(|e| Problem::internal(&e))?,
+    ))
+}
+
+/// Operator change of a tenant.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    /// Display name.
+    pub name: Option<String>,
+    /// Limits.
+    pub limits: Option<TenantLimits>,
+}
+
+async fn patch_tenant(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Path(slug): Path<String>,
+    Json(p): Json<PatchTenant>,
+) -> ApiResult<Json<Value>> {
+    let t = s.platform().tenant_by_slug(&slug).await?;
+    if let Some(l) = &p.limits {
+        check_limits(l)?;
+    }
+    let scope = s.store().tenant(t.id);
+    let t = scope
+        .update_tenant(p.name.as_deref(), None, p.limits)
+        .await?;
+    let details = json!({"name": p.name.is_some(), "limits": p.limits}).to_string();
+    let ipt = ip.0.to_string();
+    scope
+        .audit_from(
+            &a.actor().0,
+            "tenant.update",
+            Some(t.slug.as_str()),
+            Some(&details),
+            Some(&ipt),
+        )
+        .await?;
+    s.store()
+        .platform()
+        .audit_from(
+            &a.actor().0,
+            "tenant.update",
+            Some(t.slug.as_str()),
+            Some(&details),
+            Some(&ipt),
+        )
+        .await?;
+    s.platform()
+        .bus()
+        .publish(
+            Some(t.id),
+            saas_core::bus::kinds::TENANT_CHANGED,
+            &json!({"tenant": t.id, "slug": t.slug, "status": t.status}),
+        )
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    s.tenants().invalidate(Some(t.slug.as_str()));
+    Ok(Json(
+        serde_json::to_value(&t).map_err(|e| Problem::internal(&e))?,
+    ))
+}
+
+async fn set_status(
+    s: &AppState,
+    ip: ClientIp,
+    a: &auth::Principal,
+    slug: &str,
+    status: TenantStatus,
+) -> ApiResult<Json<Value>> {
+    let t = platform(s, ip)
+        .set_tenant_status(slug, status, &a.actor())
+        .await?;
+    s.tenants().invalidate(Some(t.slug.as_str()));
+    Ok(Json(
+        serde_json::to_value(&t).map_err(|e| Problem::internal(&e))?,
+    ))
+}
+
+async fn suspend(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_status(&s, ip, &a, &slug, TenantStatus::Suspended).await
+}
+
+async fn resume(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_status(&s, ip, &a, &slug, TenantStatus::Active).await
+}
+
+async fn delete_tenant(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Path(slug): Path<String>,
+) -> ApiResult<StatusCode> {
+    set_status(&s, ip, &a, &slug, TenantStatus::Deleted).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn act_as(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let t = s.platform().tenant_by_slug(&slug).await?;
+    if t.status != TenantStatus::Active {
+        return Err(Problem::conflict(format!(
+            "tenant {slug:?} is {}; resume it before acting on it",
+            t.status
+        )));
+    }
+    let auth::PrincipalKind::Operator(op) = a.kind else {
+        return Err(Problem::forbidden("only an operator may act as a tenant"));
+    };
+    let ipt = ip.0.to_string();
+    let actor = a.actor().0;
+    s.store()
+        .tenant(t.id)
+        .audit_from(
+            &actor,
+            "operator.act_as",
+            Some(t.slug.as_str()),
+            None,
+            Some(&ipt),
+        )
+        .await?;
+    s.store()
+        .platform()
+        .audit_from(
+            &actor,
+            "operator.act_as",
+            Some(t.slug.as_str()),
+            None,
+            Some(&ipt),
+        )
+        .await?;
+    let c = auth::claims(
+        op.0,
+        TokenType::ActAs,
+        Some(t.id),
+        ApiRole::Operator,
+        &a.name,
+        None,
+        auth::ACT_AS_TTL,
+    );
+    Ok(Json(json!({
+        "access_token": s.tenant_keys().sign(&c)?,
+        "expires_in": auth::ACT_AS_TTL.as_secs(),
+        "token_type": "Bearer",
+        "tenant": t.slug,
+        "panel_url": s.config().panel_url(t.slug.as_str()),
+    })))
+}
+
+async fn relays(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Value>> {
+    let peers = s.store().system().relay_peers().await?;
+    let mut nodes: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for p in &peers {
+        let e = nodes
+            .entry(p.relay_node.clone().unwrap_or_else(|| "-".into()))
+            .or_default();
+        e.0 += 1;
+        if p.handshake_tai64.is_some() {
+            e.1 += 1;
+        }
+    }
+    let items: Vec<Value> = nodes
+        .into_iter()
+        .map(|(name, (peers, seen))| json!({"node": name, "peers": peers, "peers_with_handshake": seen}))
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+async fn dns_records(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Value>> {
+    let items = s.store().system().dns_records().await?;
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+async fn stats(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Value>> {
+    let ts = s.platform().tenants().await?;
+    let by = |st: TenantStatus| ts.iter().filter(|t| t.tenant.status == st).count();
+    Ok(Json(json!({
+        "tenants": {"active": by(TenantStatus::Active), "suspended": by(TenantStatus::Suspended),
+                    "provisioning": by(TenantStatus::Provisioning), "deleted": by(TenantStatus::Deleted)},
+        "subscribers": ts.iter().map(|t| t.subscribers).sum::<i64>(),
+        "online": ts.iter().map(|t| t.online).sum::<i64>(),
+        "nas": ts.iter().map(|t| t.nas).sum::<i64>(),
+    })))
+}
+
+#[allow(dead_code)]
+fn _actor(_: Actor) {}
