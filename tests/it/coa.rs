@@ -154,7 +154,9 @@ fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
         .recv_from(&mut buf)
         .expect("Disconnect-Request reached the NAS");
     let req = validate(&buf[..n]).unwrap();
-    pyrad_accepts(&buf[..n], "frank", "sess-1", &["--framed-ip", "100.64.1.9"]);
+    // Checked by pyrad after the ACK: a slow Python start under load must not outlast the
+    // CoA client's retries.
+    let sent = buf[..n].to_vec();
     assert_eq!(req.code(), Code::DisconnectRequest);
     assert!(
         verify_request(&req, b"coasecret").is_ok(),
@@ -176,6 +178,7 @@ fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
     nas_sock.send_to(&ack, from).unwrap();
     let out = cli.join().unwrap();
     assert_eq!(out["results"][0]["result"]["outcome"], "ack", "{out}");
+    pyrad_accepts(&sent, "frank", "sess-1", &["--framed-ip", "100.64.1.9"]);
 
     // NAK with Error-Cause 503 (Session-Context-Not-Found); a forged reply (wrong secret) is ignored.
     let cli = std::thread::spawn({
@@ -231,7 +234,7 @@ fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
         .recv_from(&mut buf)
         .expect("CoA-Request reached the NAS");
     let req = validate(&buf[..n]).unwrap();
-    pyrad_accepts(&buf[..n], "frank", "sess-1", &["--rate", "4096k/20480k"]);
+    let sent = buf[..n].to_vec();
     assert_eq!(req.code(), Code::CoARequest);
     assert!(verify_request(&req, b"coasecret").is_ok());
     assert_eq!(
@@ -246,6 +249,7 @@ fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
             from,
         )
         .unwrap();
+    pyrad_accepts(&sent, "frank", "sess-1", &["--rate", "4096k/20480k"]);
 
     // Suspending the tenant disconnects its online sessions.
     ok(proxpanel(dir.path()).args(["tenant", "suspend", "coaco"]));
