@@ -114,10 +114,13 @@ pub fn cacheable(resp: &[u8], fq: &FastQuery) -> bool {
         && matches!(resp[3] & 0x0F, 0 | 3 | 5)
 }
 
+/// Cache key (lower-cased question + EDNS flag) → encoded answer.
+type Answers = HashMap<Box<[u8]>, Box<[u8]>>;
+
 /// Pre-encoded answers of one zone snapshot.
 #[derive(Debug, Default)]
 pub struct AnswerCache {
-    map: RwLock<HashMap<Box<[u8]>, Box<[u8]>>>,
+    map: RwLock<Answers>,
 }
 
 impl AnswerCache {

@@ -551,6 +551,30 @@ async fn system_scope_named_reads() {
         b.create_peer(nb.id, "a2V5LWI=", None, "10.200.0.2/24", None)
             .await
             .unwrap();
+        // DNS: each live tenant with the relay node holding its peers, and the nodes' endpoints.
+        let live = ts.store.system().live_tenants().await.unwrap();
+        let nodes: Vec<(String, Option<String>)> =
+            live.into_iter().map(|(s, n)| (s.to_string(), n)).collect();
+        assert_eq!(
+            nodes,
+            [
+                ("sysa".to_owned(), Some("relay-1".to_owned())),
+                ("sysb".to_owned(), None)
+            ],
+            "{}",
+            ts.backend
+        );
+        ts.store
+            .platform()
+            .upsert_relay_node("relay-1", "cHVi", "cHJpdg==", Some("198.51.100.7:51820"))
+            .await
+            .unwrap();
+        assert_eq!(
+            ts.store.system().relay_endpoints().await.unwrap(),
+            [("relay-1".to_owned(), Some("198.51.100.7:51820".to_owned()))],
+            "{}",
+            ts.backend
+        );
         ts.store.close().await;
     }
 }
