@@ -216,12 +216,33 @@ impl Platform {
         self.provision_tenant_failing_after(req, actor, None).await
     }
 
+    /// The provisioning pipeline for a slug nobody holds: a slug that exists in any state,
+    /// `provisioning` included (another signup running right now), is a conflict. Of two
+    /// concurrent calls for one slug exactly one creates the tenant.
+    pub async fn provision_new_tenant(
+        &self,
+        req: &ProvisionRequest,
+        actor: &Actor,
+    ) -> Result<Tenant> {
+        self.provision(req, actor, None, true).await
+    }
+
     /// [`Platform::provision_tenant`] with a failure injected after `fail_after` (tests).
     pub async fn provision_tenant_failing_after(
         &self,
         req: &ProvisionRequest,
         actor: &Actor,
         fail_after: Option<ProvisionStep>,
+    ) -> Result<Tenant> {
+        self.provision(req, actor, fail_after, false).await
+    }
+
+    async fn provision(
+        &self,
+        req: &ProvisionRequest,
+        actor: &Actor,
+        fail_after: Option<ProvisionStep>,
+        exclusive: bool,
     ) -> Result<Tenant> {
         let fail = |step| {
             if fail_after == Some(step) {
@@ -238,7 +259,7 @@ impl Platform {
             ));
         }
         let tenant_id = match self.store.system().tenant_by_slug(&req.slug).await? {
-            Some(t) if t.status == TenantStatus::Provisioning => t.id,
+            Some(t) if t.status == TenantStatus::Provisioning && !exclusive => t.id,
             Some(_) => {
                 return Err(PlatformError::Conflict(format!(
                     "the slug {:?} is already taken",

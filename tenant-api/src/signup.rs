@@ -113,6 +113,7 @@ async fn signup(
             ),
         )
     };
+    let mut existing_stale = false;
     if let Some(t) = s.store().system().tenant_by_slug(&slug).await? {
         match t.status {
             TenantStatus::Active | TenantStatus::Suspended => {
@@ -135,7 +136,7 @@ async fn signup(
                     slug.as_str()
                 )));
             }
-            TenantStatus::Provisioning => {}
+            TenantStatus::Provisioning => existing_stale = true,
             TenantStatus::Deleted => return Err(taken()),
         }
     }
@@ -148,10 +149,15 @@ async fn signup(
         limits: None,
     };
     let p = s.platform().with_client_ip(ip.0.to_string());
-    let t = match p
-        .provision_tenant(&req, &Actor(format!("signup:{}", email.as_str())))
-        .await
-    {
+    let actor = Actor(format!("signup:{}", email.as_str()));
+    // Only a crashed run's stale slug is resumed; otherwise the slug must be free.
+    let resume = existing_stale;
+    let run = if resume {
+        p.provision_tenant(&req, &actor).await
+    } else {
+        p.provision_new_tenant(&req, &actor).await
+    };
+    let t = match run {
         Ok(t) => t,
         Err(PlatformError::Conflict(_))
         | Err(PlatformError::Store(saas_core::StoreError::Conflict(_))) => return Err(taken()),
