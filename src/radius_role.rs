@@ -236,7 +236,7 @@ pub async fn follow_changes(
             (kinds::SUBSCRIBER_CHANGED | kinds::PLAN_CHANGED, Some(t)) => {
                 engine.invalidate_tenant(t).await
             }
-            (kinds::SESSION_STARTED | kinds::SESSION_STOPPED, Some(t)) => {
+            (kinds::SESSION_STARTED | kinds::SESSION_STOPPED | kinds::SESSION_USAGE, Some(t)) => {
                 let (origin, users) = parse_session_event(&ev.payload);
                 // Our own accounting already moved the ledger.
                 if origin != Some(engine.instance()) {

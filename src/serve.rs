@@ -196,6 +196,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
         if ctx.config.nas_quota_sync_s > 0 {
             tasks.spawn(saas_core::routeros::quota::run(
                 ctx.store.clone(),
+                ctx.platform.bus().clone(),
                 Arc::new(transport.clone()),
                 transport.reach_check(),
                 saas_core::routeros::quota::QuotaSyncConfig {

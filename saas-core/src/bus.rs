@@ -33,6 +33,8 @@ pub mod kinds {
     pub const SESSION_STARTED: &str = "session.started";
     /// An accounting session stopped.
     pub const SESSION_STOPPED: &str = "session.stopped";
+    /// Open sessions' counters rose outside accounting (QuotaSync); payload `{usernames}`.
+    pub const SESSION_USAGE: &str = "session.usage";
     /// A CoA/Disconnect request for the node holding the NAS.
     pub const COA_REQUEST: &str = "coa.request";
     /// The result of a CoA/Disconnect request.

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::RosError;
 use crate::aaa::coa::{CoaClient, CoaResult};
+use crate::bus::{Bus, kinds};
 use crate::model::{Nas, QuotaAction, Session};
 use crate::store::{Store, TenantScope};
 use crate::transport::NasTransport;
@@ -23,6 +24,8 @@ pub struct SyncReport {
     pub sessions: usize,
     /// Sessions whose counters rose.
     pub raised: usize,
+    /// Subscribers whose usage rose (their session-ledger entries are stale until re-seeded).
+    pub raised_users: Vec<String>,
     /// Sessions the router no longer has (left to accounting and the stale sweeper).
     pub missing: usize,
     /// Quota crossings and what was done: (username, action, result).
@@ -80,6 +83,7 @@ pub async fn sync_nas(
                 .raise_session_counters(nas.id, &s.acct_session_id, input, output)
                 .await?;
             report.raised += 1;
+            report.raised_users.push(s.username.clone());
             continue;
         };
         let (bi, bo) = scope.usage_since(&s.username, sub.usage_reset_at).await?;
@@ -90,6 +94,7 @@ pub async fn sync_nas(
             continue;
         }
         report.raised += 1;
+        report.raised_users.push(s.username.clone());
         let (ai, ao) = scope.usage_since(&s.username, sub.usage_reset_at).await?;
         let Some(plan) = (match sub.plan_id {
             Some(p) => scope.plan(p).await?,
@@ -174,6 +179,7 @@ impl Default for QuotaSyncConfig {
 /// Runs QuotaSync for every reachable NAS of every active tenant until `stop`.
 pub async fn run(
     store: Store,
+    bus: Bus,
     transport: Arc<dyn NasTransport>,
     reachable: Arc<dyn Fn(&Nas) -> bool + Send + Sync>,
     config: QuotaSyncConfig,
@@ -197,16 +203,34 @@ pub async fn run(
         };
         let mut round = tokio::task::JoinSet::new();
         for (tenant, nas) in targets {
-            let (store, transport, limit, coa) =
-                (store.clone(), transport.clone(), limit.clone(), coa.clone());
+            let (store, bus, transport, limit, coa) = (
+                store.clone(),
+                bus.clone(),
+                transport.clone(),
+                limit.clone(),
+                coa.clone(),
+            );
             let timeout = config.timeout;
             round.spawn(async move {
                 let Ok(_permit) = limit.acquire_owned().await else {
                     return;
                 };
                 let scope = store.tenant(tenant);
-                if let Err(e) = sync_nas(transport.as_ref(), &scope, &nas, &coa, timeout).await {
-                    tracing::debug!(nas = %nas.id, error = %e, "QuotaSync failed");
+                match sync_nas(transport.as_ref(), &scope, &nas, &coa, timeout).await {
+                    Ok(r) if !r.raised_users.is_empty() => {
+                        // Every AAA node re-seeds these subscribers' session ledger from the
+                        // store, so quota checks see the router's reading at once.
+                        let payload =
+                            serde_json::json!({ "usernames": r.raised_users }).to_string();
+                        if let Err(e) = bus
+                            .publish(Some(tenant), kinds::SESSION_USAGE, &payload)
+                            .await
+                        {
+                            tracing::warn!(error = %e, "could not publish session.usage");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(nas = %nas.id, error = %e, "QuotaSync failed"),
                 }
             });
         }

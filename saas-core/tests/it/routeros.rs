@@ -624,6 +624,7 @@ async fn quota_sync_raises_counters_never_double_counts_and_sends_the_fup_coa() 
             .await
             .unwrap();
         assert_eq!((r.sessions, r.raised, r.missing), (1, 1, 0), "{r:?}");
+        assert_eq!(r.raised_users, ["alice"], "the ledger of whom to re-seed");
         assert_eq!(usage().await, (1500, 2500), "{}", ts.backend);
         // Syncing again with the same reading changes nothing (not an increment).
         let r = quota::sync_nas(&transport, &scope, &nas, &coa, T)
