@@ -501,8 +501,7 @@ INSERT INTO radreply (username, attribute, op, value)
 INSERT INTO radreply (username, attribute, op, value)
   SELECT 'user' || lpad(n::text, 5, '0'), 'Framed-IP-Address', ':=', '100.64.' || (n / 256) || '.' || (n % 256)
   FROM generate_series(1, $USERS) n;
-VACUUM ANALYZE;
-CHECKPOINT;
+ANALYZE;
 EOF
     fr_setup sql sql "$FRS_AUTH" "$FRS_ACCT"
     fr_start sql "$FRS_AUTH" "$FRS_ACCT"
@@ -552,9 +551,6 @@ if want proxpanel; then
     CREATE_S=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
     SETUP_NOTES+=("proxpanel: $USERS subscribers imported in ${CREATE_S} s with \`proxpanel subscriber import\` ($(python3 -c "print(f'{$USERS / ($t1 - $t0):.0f}')")/s)")
     log "${SETUP_NOTES[-1]}"
-    # As for FreeRADIUS's tables: settle the bulk load (statistics, visibility map, dirty pages)
-    # so that autovacuum and the checkpointer do not run inside the first measurement.
-    pg "$PGURL_BASE/proxpanel" -c 'VACUUM ANALYZE' -c 'CHECKPOINT' >/dev/null || die "VACUUM ANALYZE failed"
 
     for variant in $PP_VARIANTS; do
         case $variant in
