@@ -189,6 +189,27 @@ pub enum TenantCmd {
         /// Slug.
         slug: String,
     },
+    /// Change a tenant's name, timezone, limits or QuotaSync interval.
+    Update {
+        /// Slug.
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// IANA timezone.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Most subscribers.
+        #[arg(long)]
+        max_subscribers: Option<i64>,
+        /// Most NAS devices.
+        #[arg(long)]
+        max_nas: Option<i64>,
+        /// Seconds between QuotaSync reads of this tenant's routers (10-3600), or `default`
+        /// for the platform's `nas.quota_sync_s`.
+        #[arg(long, value_name = "SECONDS|default")]
+        quota_sync: Option<String>,
+    },
     /// Suspend a tenant (logins refused).
     Suspend {
         /// Slug.

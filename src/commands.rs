@@ -268,6 +268,11 @@ fn print_tenant(t: &Tenant, as_json: bool) {
             ("timezone", t.timezone.clone()),
             ("max subscribers", t.limits.max_subscribers.to_string()),
             ("max NAS", t.limits.max_nas.to_string()),
+            (
+                "QuotaSync",
+                t.quota_sync_s
+                    .map_or_else(|| "platform default".into(), |s| format!("every {s} s")),
+            ),
             ("created", t.created_at.to_rfc3339()),
         ]);
     }
@@ -349,6 +354,35 @@ async fn tenant(ctx: &Context, as_json: bool, cmd: TenantCmd) -> Result<(), Fata
             }
         }
         TenantCmd::Show { slug } => print_tenant(&p.tenant_by_slug(&slug).await?, as_json),
+        TenantCmd::Update {
+            slug,
+            name,
+            timezone,
+            max_subscribers,
+            max_nas,
+            quota_sync,
+        } => {
+            let quota_sync_s = match quota_sync.as_deref() {
+                None => None,
+                Some("default") => Some(None),
+                Some(n) => Some(Some(n.parse::<u32>().map_err(|_| {
+                    Fatal::usage(format!(
+                        "--quota-sync takes seconds (10-3600) or `default`, not {n:?}"
+                    ))
+                })?)),
+            };
+            let change = saas_core::platform::TenantChange {
+                name,
+                timezone,
+                max_subscribers,
+                max_nas,
+                quota_sync_s,
+            };
+            print_tenant(
+                &p.update_tenant(&slug, &change, &Actor::cli()).await?,
+                as_json,
+            )
+        }
         TenantCmd::Suspend { slug } => print_tenant(
             &p.set_tenant_status(&slug, TenantStatus::Suspended, &Actor::cli())
                 .await?,

@@ -181,33 +181,26 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             transport.clone(),
             stop_rx.clone(),
         ));
-        tasks.spawn(saas_core::routeros::health::run(
+        let workers = saas_core::routeros::workers::Supervisor::new(
             ctx.store.clone(),
             ctx.platform.bus().clone(),
             Arc::new(transport.clone()),
             transport.reach_check(),
-            saas_core::routeros::health::HealthConfig {
-                interval: Duration::from_secs(ctx.config.nas_poll_interval_s.max(1)),
-                concurrency: usize::try_from(ctx.config.nas_poll_concurrency.max(1)).unwrap_or(1),
-                ..Default::default()
-            },
-            stop_rx.clone(),
-        ));
-        if ctx.config.nas_quota_sync_s > 0 {
-            tasks.spawn(saas_core::routeros::quota::run(
-                ctx.store.clone(),
-                ctx.platform.bus().clone(),
-                Arc::new(transport.clone()),
-                transport.reach_check(),
-                saas_core::routeros::quota::QuotaSyncConfig {
-                    interval: Duration::from_secs(ctx.config.nas_quota_sync_s),
-                    concurrency: usize::try_from(ctx.config.nas_poll_concurrency.max(1))
-                        .unwrap_or(1),
+            saas_core::routeros::workers::WorkerConfig {
+                health: saas_core::routeros::health::HealthConfig {
+                    interval: Duration::from_secs(ctx.config.nas_poll_interval_s.max(1)),
                     ..Default::default()
                 },
-                stop_rx.clone(),
-            ));
-        }
+                quota_default: (ctx.config.nas_quota_sync_s > 0)
+                    .then(|| Duration::from_secs(ctx.config.nas_quota_sync_s)),
+                concurrency: usize::try_from(ctx.config.nas_poll_concurrency.max(1)).unwrap_or(1),
+                per_tenant: usize::try_from((ctx.config.nas_poll_concurrency / 4).max(1))
+                    .unwrap_or(1),
+                ..Default::default()
+            },
+            saas_core::routeros::workers::WorkerMetrics::register(&metrics),
+        );
+        tasks.spawn(workers.run(stop_rx.clone()));
         let transport: Arc<dyn saas_core::transport::NasTransport> = Arc::new(transport);
         let coa = saas_core::aaa::coa::CoaClient::new(transport.clone());
         tasks.spawn(radius_role::answer_coa_requests(

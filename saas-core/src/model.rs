@@ -200,6 +200,9 @@ pub struct Tenant {
     pub suspended_at: Option<DateTime<Utc>>,
     /// When marked deleted.
     pub deleted_at: Option<DateTime<Utc>>,
+    /// QuotaSync interval in seconds; none = the platform default (`nas.quota_sync_s`).
+    #[serde(default)]
+    pub quota_sync_s: Option<u32>,
 }
 
 /// A tenant with counts, for operator listings.

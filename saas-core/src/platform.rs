@@ -94,6 +94,21 @@ pub const DEFAULT_PLAN: &str = "default";
 /// How long a deleted tenant's data stays before the sweeper purges it.
 pub const PURGE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// A change of tenant settings; `None` keeps a field.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct TenantChange {
+    /// Display name.
+    pub name: Option<String>,
+    /// IANA timezone.
+    pub timezone: Option<String>,
+    /// Most subscribers.
+    pub max_subscribers: Option<i64>,
+    /// Most NAS devices.
+    pub max_nas: Option<i64>,
+    /// QuotaSync interval: `Some(None)` returns to the platform default.
+    pub quota_sync_s: Option<Option<u32>>,
+}
+
 /// Who performs an action, as written to the audit log.
 #[derive(Clone, Debug)]
 pub struct Actor(pub String);
@@ -419,6 +434,45 @@ impl Platform {
                 )
                 .await?;
         }
+        Ok(t)
+    }
+
+    /// Changes a tenant's name, timezone, limits or QuotaSync interval (audited, announced).
+    pub async fn update_tenant(
+        &self,
+        slug: &str,
+        change: &TenantChange,
+        actor: &Actor,
+    ) -> Result<Tenant> {
+        let t = self.tenant_by_slug(slug).await?;
+        let scope = self.store.tenant(t.id);
+        let limits =
+            (change.max_subscribers.is_some() || change.max_nas.is_some()).then(|| TenantLimits {
+                max_subscribers: change.max_subscribers.unwrap_or(t.limits.max_subscribers),
+                max_nas: change.max_nas.unwrap_or(t.limits.max_nas),
+            });
+        if let Some(l) = &limits
+            && (l.max_subscribers < 0 || l.max_nas < 0)
+        {
+            return Err(PlatformError::Invalid("limits cannot be negative".into()));
+        }
+        let mut t = scope
+            .update_tenant(change.name.as_deref(), change.timezone.as_deref(), limits)
+            .await?;
+        if let Some(q) = change.quota_sync_s {
+            t = scope.set_quota_sync(q).await?;
+        }
+        let details = serde_json::to_string(change).unwrap_or_default();
+        let ip = self.client_ip.as_deref();
+        let target = Some(t.slug.as_str());
+        scope
+            .audit_from(&actor.0, "tenant.update", target, Some(&details), ip)
+            .await?;
+        self.store
+            .platform()
+            .audit_from(&actor.0, "tenant.update", target, Some(&details), ip)
+            .await?;
+        self.announce_tenant(&t).await?;
         Ok(t)
     }
 

@@ -86,6 +86,43 @@ async fn cli_end_to_end_on_every_backend() {
             tenant["limits"]["max_subscribers"].is_i64() && tenant["limits"]["max_nas"].is_i64()
         );
         assert!(uuid::Uuid::parse_str(tenant["id"].as_str().unwrap()).is_ok());
+        assert_eq!(tenant["quota_sync_s"], serde_json::Value::Null);
+
+        // tenant update: settings, limits and the per-tenant QuotaSync interval.
+        let u = json(t.cmd().args([
+            "tenant",
+            "update",
+            "acme",
+            "--name",
+            "Acme Fibre",
+            "--max-nas",
+            "7",
+            "--quota-sync",
+            "60",
+        ]));
+        assert_eq!(u["name"], "Acme Fibre", "{name}: {u}");
+        assert_eq!(u["limits"]["max_nas"], 7);
+        assert_eq!(
+            u["limits"]["max_subscribers"],
+            tenant["limits"]["max_subscribers"]
+        );
+        assert_eq!(u["quota_sync_s"], 60);
+        let err = usage_error(
+            t.cmd()
+                .args(["tenant", "update", "acme", "--quota-sync", "5"]),
+        );
+        assert!(err.contains("10 to 3600 seconds"), "{name}: {err}");
+        let err = usage_error(
+            t.cmd()
+                .args(["tenant", "update", "acme", "--quota-sync", "soon"]),
+        );
+        assert!(err.contains("`default`"), "{name}: {err}");
+        let u = json(
+            t.cmd()
+                .args(["tenant", "update", "acme", "--quota-sync", "default"]),
+        );
+        assert_eq!(u["quota_sync_s"], serde_json::Value::Null, "{name}: {u}");
+        assert_eq!(u["limits"]["max_nas"], 7, "unchanged fields are kept");
 
         let plan = json(t.cmd().args([
             "plan",

@@ -72,68 +72,8 @@ fn pyrad_accepts(packet: &[u8], user: &str, session: &str, extra: &[&str]) {
 
 #[test]
 fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let nas_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    nas_sock
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let coa_port = nas_sock.local_addr().unwrap().port();
-    ok(proxpanel(dir.path()).args([
-        "tenant",
-        "create",
-        "--slug",
-        "coaco",
-        "--name",
-        "C",
-        "--owner-email",
-        "o@coa.example",
-        "--owner-password",
-        "owner-pass-1",
-    ]));
-    ok(proxpanel(dir.path()).args([
-        "subscriber",
-        "add",
-        "--tenant",
-        "coaco",
-        "--username",
-        "frank",
-        "--password",
-        "pw",
-    ]));
-    ok(proxpanel(dir.path()).args([
-        "nas",
-        "add",
-        "--tenant",
-        "coaco",
-        "--name",
-        "gw",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        "coasecret",
-        "--coa-port",
-        &coa_port.to_string(),
-    ]));
-    let ports = free_udp_ports(2);
-    let (auth, acct) = (
-        format!("127.0.0.1:{}", ports[0]),
-        format!("127.0.0.1:{}", ports[1]),
-    );
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _s = Server(
-        proxpanel(dir.path())
-            .env("PROXPANEL_ROLES", "radius,workers")
-            .env("PROXPANEL_RADIUS_AUTH_LISTEN", &auth)
-            .env("PROXPANEL_RADIUS_ACCT_LISTEN", &acct)
-            .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(admin, "/readyz", Duration::from_secs(60));
-    acct_start(acct.parse().unwrap(), b"coasecret", "frank", "sess-1");
+    let rig = Rig::start("coaco", "frank", "sess-1", "radius,workers", None);
+    let (dir, nas_sock) = (&rig.dir, &rig.nas_sock);
 
     // ACK
     let cli = std::thread::spawn({
@@ -181,19 +121,7 @@ fn disconnect_reaches_the_nas_and_the_answer_reaches_the_cli() {
     pyrad_accepts(&sent, "frank", "sess-1", &["--framed-ip", "100.64.1.9"]);
 
     // NAK with Error-Cause 503 (Session-Context-Not-Found); a forged reply (wrong secret) is ignored.
-    let cli = std::thread::spawn({
-        let d = dir.path().to_owned();
-        move || {
-            json(proxpanel(&d).args([
-                "session",
-                "disconnect",
-                "--tenant",
-                "coaco",
-                "--username",
-                "frank",
-            ]))
-        }
-    });
+    let cli = rig.disconnect();
     let (n, from) = nas_sock.recv_from(&mut buf).unwrap();
     let req = validate(&buf[..n]).unwrap();
     let forged = PacketBuilder::reply(&req, Code::DisconnectACK)
@@ -309,10 +237,132 @@ fn disconnect_without_a_running_serve_says_so() {
     assert!(err.contains("proxpanel serve"), "{err}");
 }
 
-/// A Disconnect that gets a NAK falls back to `/ppp/active/remove` through the RouterOS API
-/// (API-SSL to a direct NAS; the simulator plays the router), and the CLI says so.
-#[test]
-fn disconnect_nak_falls_back_to_an_api_kick() {
+/// A running `serve` with one tenant, one subscriber online (Accounting-Start sent) on a direct
+/// NAS whose CoA port is `nas_sock` (the test plays the router's RADIUS side); with `api`, the
+/// NAS's RouterOS API is that simulator (API-SSL).
+struct Rig {
+    dir: tempfile::TempDir,
+    nas_sock: UdpSocket,
+    slug: &'static str,
+    user: &'static str,
+    _server: Server,
+}
+
+impl Rig {
+    fn start(
+        slug: &'static str,
+        user: &'static str,
+        session: &str,
+        roles: &str,
+        api: Option<&saas_core::routeros::sim::Simulator>,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nas_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        nas_sock
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let coa_port = nas_sock.local_addr().unwrap().port().to_string();
+        let email = format!("o@{slug}.example");
+        ok(proxpanel(dir.path()).args([
+            "tenant",
+            "create",
+            "--slug",
+            slug,
+            "--name",
+            "C",
+            "--owner-email",
+            &email,
+            "--owner-password",
+            "owner-pass-1",
+        ]));
+        ok(proxpanel(dir.path()).args([
+            "subscriber",
+            "add",
+            "--tenant",
+            slug,
+            "--username",
+            user,
+            "--password",
+            "pw",
+        ]));
+        let mut nas = vec![
+            "nas",
+            "add",
+            "--tenant",
+            slug,
+            "--name",
+            "gw",
+            "--ip",
+            "127.0.0.1",
+            "--secret",
+            "coasecret",
+            "--coa-port",
+            &coa_port,
+        ];
+        let api_port = api.map(|s| s.addr().port().to_string());
+        if let Some(port) = &api_port {
+            nas.extend([
+                "--api-user",
+                "api",
+                "--api-password",
+                "api-pass",
+                "--api-tls",
+                "--api-port",
+                port,
+            ]);
+        }
+        ok(proxpanel(dir.path()).args(nas));
+        let ports = free_udp_ports(2);
+        let (auth, acct) = (
+            format!("127.0.0.1:{}", ports[0]),
+            format!("127.0.0.1:{}", ports[1]),
+        );
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let server = Server(
+            proxpanel(dir.path())
+                .env("PROXPANEL_ROLES", roles)
+                .env("PROXPANEL_RADIUS_AUTH_LISTEN", &auth)
+                .env("PROXPANEL_RADIUS_ACCT_LISTEN", &acct)
+                .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
+                .arg("serve")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_ready(admin, "/readyz", Duration::from_secs(60));
+        acct_start(acct.parse().unwrap(), b"coasecret", user, session);
+        Self {
+            dir,
+            nas_sock,
+            slug,
+            user,
+            _server: server,
+        }
+    }
+
+    /// Runs `session disconnect` for the subscriber in the background.
+    fn disconnect(&self) -> std::thread::JoinHandle<serde_json::Value> {
+        let (d, slug, user) = (self.dir.path().to_owned(), self.slug, self.user);
+        std::thread::spawn(move || {
+            json(proxpanel(&d).args([
+                "session",
+                "disconnect",
+                "--tenant",
+                slug,
+                "--username",
+                user,
+            ]))
+        })
+    }
+}
+
+/// The simulator as grace's router (API-SSL), and a rig whose NAS uses it.
+fn kick_rig() -> (
+    tokio::runtime::Runtime,
+    saas_core::routeros::sim::Simulator,
+    Rig,
+) {
     saas_core::tls::install_crypto_provider();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let sim = rt
@@ -327,98 +377,84 @@ fn disconnect_nak_falls_back_to_an_api_kick() {
         ))
         .unwrap();
     sim.add_session("grace", "100.64.1.9", (0, 0), (0, 0));
-    let dir = tempfile::tempdir().unwrap();
-    let nas_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    nas_sock
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let coa_port = nas_sock.local_addr().unwrap().port();
-    ok(proxpanel(dir.path()).args([
-        "tenant",
-        "create",
-        "--slug",
-        "kickco",
-        "--name",
-        "K",
-        "--owner-email",
-        "o@kick.example",
-        "--owner-password",
-        "owner-pass-1",
-    ]));
-    ok(proxpanel(dir.path()).args([
-        "subscriber",
-        "add",
-        "--tenant",
-        "kickco",
-        "--username",
-        "grace",
-        "--password",
-        "pw",
-    ]));
-    ok(proxpanel(dir.path()).args([
-        "nas",
-        "add",
-        "--tenant",
-        "kickco",
-        "--name",
-        "gw",
-        "--ip",
-        "127.0.0.1",
-        "--secret",
-        "coasecret",
-        "--coa-port",
-        &coa_port.to_string(),
-        "--api-user",
-        "api",
-        "--api-password",
-        "api-pass",
-        "--api-tls",
-        "--api-port",
-        &sim.addr().port().to_string(),
-    ]));
-    let ports = free_udp_ports(2);
-    let (auth, acct) = (
-        format!("127.0.0.1:{}", ports[0]),
-        format!("127.0.0.1:{}", ports[1]),
-    );
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _s = Server(
-        proxpanel(dir.path())
-            .env("PROXPANEL_ROLES", "radius")
-            .env("PROXPANEL_RADIUS_AUTH_LISTEN", &auth)
-            .env("PROXPANEL_RADIUS_ACCT_LISTEN", &acct)
-            .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_ready(admin, "/readyz", Duration::from_secs(60));
-    acct_start(acct.parse().unwrap(), b"coasecret", "grace", "sess-9");
-    let cli = std::thread::spawn({
-        let d = dir.path().to_owned();
-        move || {
-            json(proxpanel(&d).args([
-                "session",
-                "disconnect",
-                "--tenant",
-                "kickco",
-                "--username",
-                "grace",
-            ]))
-        }
-    });
+    let rig = Rig::start("kickco", "grace", "sess-9", "radius", Some(&sim));
+    (rt, sim, rig)
+}
+
+/// A Disconnect that gets a NAK falls back to `/ppp/active/remove` through the RouterOS API
+/// (API-SSL to a direct NAS; the simulator plays the router), and the CLI says so.
+#[test]
+fn disconnect_nak_falls_back_to_an_api_kick() {
+    let (_rt, sim, rig) = kick_rig();
+    let cli = rig.disconnect();
     let mut buf = [0u8; 4096];
-    let (n, from) = nas_sock.recv_from(&mut buf).unwrap();
+    let (n, from) = rig.nas_sock.recv_from(&mut buf).unwrap();
     let req = validate(&buf[..n]).unwrap();
     let mut nak = PacketBuilder::reply(&req, Code::DisconnectNAK).unwrap();
     nak.attr_u32(dict::ERROR_CAUSE, 506).unwrap();
-    nas_sock.send_to(&nak.finish(b"coasecret"), from).unwrap();
+    rig.nas_sock
+        .send_to(&nak.finish(b"coasecret"), from)
+        .unwrap();
     let out = cli.join().unwrap();
     let r = &out["results"][0]["result"];
     assert_eq!(r["outcome"], "api-kick", "{out}");
     assert_eq!(r["error_cause"], 506, "{out}");
     assert!(sim.session_names().is_empty(), "the router still has grace");
-    drop(sim);
+}
+
+/// A Disconnect the router never answers (every retry times out) also falls back to the API
+/// kick, and the detail says the Disconnect timed out.
+#[test]
+fn disconnect_timeout_falls_back_to_an_api_kick() {
+    let (_rt, sim, rig) = kick_rig();
+    let cli = rig.disconnect();
+    // The NAS hears every try (same identifier) and answers none.
+    let mut buf = [0u8; 4096];
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (n, _) = rig.nas_sock.recv_from(&mut buf).unwrap();
+        ids.push(validate(&buf[..n]).unwrap().identifier());
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "retries keep the id: {ids:?}"
+    );
+    let out = cli.join().unwrap();
+    let r = &out["results"][0]["result"];
+    assert_eq!(r["outcome"], "api-kick", "{out}");
+    assert!(r["detail"].as_str().unwrap().contains("timeout"), "{out}");
+    assert!(sim.session_names().is_empty(), "the router still has grace");
+}
+
+/// `session list --online --live` is answered by the running `serve`, which reads the router's
+/// `/ppp/active` and interface counters beside what RADIUS accounting stored.
+#[test]
+fn session_list_live_reads_the_router() {
+    let (_rt, sim, rig) = kick_rig();
+    sim.set_bytes("grace", 123_456, 654_321);
+    let out = json(proxpanel(rig.dir.path()).args([
+        "session", "list", "--tenant", "kickco", "--online", "--live",
+    ]));
+    let items = out["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{out}");
+    let i = &items[0];
+    assert_eq!(i["username"], "grace", "{out}");
+    assert_eq!(i["acct_session_id"], "sess-9");
+    assert_eq!(i["input_octets"], 0, "RADIUS has seen no traffic yet");
+    assert_eq!(i["live"]["input_octets"], 123_456, "{out}");
+    assert_eq!(i["live"]["output_octets"], 654_321, "{out}");
+    assert_eq!(i["live"]["address"], "100.64.1.9");
+    assert!(
+        i["live"]["router_id"].as_str().unwrap().starts_with('*'),
+        "{out}"
+    );
+    assert_eq!(out["nas_errors"], serde_json::json!([]), "{out}");
+    // The table form names the router's columns.
+    let table = ok(proxpanel(rig.dir.path()).args([
+        "session", "list", "--tenant", "kickco", "--online", "--live",
+    ]));
+    assert!(
+        table.contains("IN (ROUTER)") && table.contains("123456"),
+        "{table}"
+    );
 }

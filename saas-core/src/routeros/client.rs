@@ -27,6 +27,9 @@ struct Pending {
     closed: Option<String>,
 }
 
+/// How long a `/cancel` may wait to be written after a command timed out.
+const CANCEL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A logged-in (or logging-in) API connection. Cheap to share behind an `Arc`; commands from
 /// several tasks run concurrently, matched to their replies by `.tag`.
 pub struct Client {
@@ -173,6 +176,7 @@ impl Client {
             String::new()
         };
         cmd.tag = tagged.then(|| tag.clone());
+        let cancel_tag = tagged.then(|| tag.clone());
         let path = cmd.path.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
         {
@@ -228,12 +232,39 @@ impl Client {
                 }
             }
         };
-        tokio::time::timeout(self.timeout, work)
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                if let Some(tag) = cancel_tag {
+                    self.cancel(&tag).await;
+                }
+                Err(RosError::Timeout {
+                    what: path,
+                    after: self.timeout,
+                })
+            }
+        }
+    }
+
+    /// Best effort `/cancel =tag=T` after a timeout, so a slow router stops working (and
+    /// streaming replies) for a command nobody waits for any more. Its own answer is ignored.
+    async fn cancel(&self, tag: &str) {
+        let mut cmd = Command::new("/cancel").attr("tag", tag);
+        cmd.tag = Some(self.next_tag.fetch_add(1, Ordering::Relaxed).to_string());
+        let Ok(bytes) = cmd.sentence().encode() else {
+            return;
+        };
+        let write = async {
+            let mut w = self.writer.lock().await;
+            w.write_all(&bytes).await?;
+            w.flush().await
+        };
+        if let Err(e) = tokio::time::timeout(CANCEL_WRITE_TIMEOUT, write)
             .await
-            .map_err(|_| RosError::Timeout {
-                what: path,
-                after: self.timeout,
-            })?
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+        {
+            tracing::debug!(tag, error = %e, "could not send /cancel");
+        }
     }
 
     /// `/system/identity/print`: the router's name.

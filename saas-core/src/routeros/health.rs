@@ -1,31 +1,24 @@
-//! NAS API health (DESIGN §3 `api_state`): every interval, log in to each MikroTik NAS with API
-//! credentials that this process can reach and read its identity. Three failures in a row make
-//! it `offline` (the last error kept), the next success makes it `online` again; each change is
-//! stored and published as `nas.state`. Only active tenants are polled, so a tenant's polling
-//! stops when it is suspended and starts again when it is resumed; a semaphore bounds how many
-//! NAS are polled at once so one tenant with many routers cannot starve the others.
+//! NAS API health (DESIGN §3 `api_state`): log in to a MikroTik NAS with API credentials and
+//! read its identity. Three failures in a row make it `offline` (the last error kept), the next
+//! success makes it `online` again; each change is stored and published as `nas.state`. The
+//! polling itself runs in the per-tenant workers ([`super::workers`]).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, watch};
-
 use crate::bus::{Bus, kinds};
-use crate::ids::{NasId, TenantId};
-use crate::model::{ApiState, Nas, NasVendor, TenantStatus};
-use crate::store::Store;
+use crate::ids::NasId;
+use crate::model::{ApiState, Nas};
+use crate::store::TenantScope;
 use crate::transport::NasTransport;
 
-/// Health poller settings.
+/// Health polling settings.
 #[derive(Debug, Clone)]
 pub struct HealthConfig {
     /// Time between polls of one NAS.
     pub interval: Duration,
     /// Failures in a row that make a NAS offline.
     pub failures_to_offline: u32,
-    /// NAS polled at once (all tenants together).
-    pub concurrency: usize,
     /// Connect, login and command timeout.
     pub timeout: Duration,
 }
@@ -35,7 +28,6 @@ impl Default for HealthConfig {
         Self {
             interval: Duration::from_secs(30),
             failures_to_offline: 3,
-            concurrency: 32,
             timeout: super::DEFAULT_TIMEOUT,
         }
     }
@@ -92,15 +84,13 @@ impl Tracker {
 }
 
 /// Polls one NAS: login and identity.
-async fn poll(
+pub(super) async fn poll(
     transport: &dyn NasTransport,
-    store: &Store,
-    tenant: TenantId,
+    scope: &TenantScope,
     nas: &Nas,
     timeout: Duration,
 ) -> Result<(), String> {
-    let scope = store.tenant(tenant);
-    let (client, _) = super::connect_nas(transport, &scope, nas, timeout)
+    let (client, _) = super::connect_nas(transport, scope, nas, timeout)
         .await
         .map_err(|e| e.to_string())?;
     client
@@ -110,71 +100,8 @@ async fn poll(
         .map_err(|e| e.to_string())
 }
 
-/// Runs the poller until `stop`. `reachable` says whether this process holds the path to a NAS
-/// (the relay node holding its tunnel; any node for a direct NAS).
-pub async fn run(
-    store: Store,
-    bus: Bus,
-    transport: Arc<dyn NasTransport>,
-    reachable: Arc<dyn Fn(&Nas) -> bool + Send + Sync>,
-    config: HealthConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut tracker = Tracker::default();
-    let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let mut every = tokio::time::interval(config.interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        let targets = match targets(&store, reachable.as_ref()).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "NAS health: could not list NAS");
-                continue;
-            }
-        };
-        tracker.retain(|id| targets.iter().any(|(_, n)| n.id == *id));
-        let mut round = tokio::task::JoinSet::new();
-        for (tenant, nas) in targets {
-            let (store, transport, limit) = (store.clone(), transport.clone(), limit.clone());
-            let timeout = config.timeout;
-            round.spawn(async move {
-                let Ok(_permit) = limit.acquire_owned().await else {
-                    return (tenant, nas, Err("shutting down".to_owned()));
-                };
-                let r = poll(transport.as_ref(), &store, tenant, &nas, timeout).await;
-                (tenant, nas, r)
-            });
-        }
-        while let Some(done) = tokio::select! {
-            d = round.join_next() => d,
-            _ = stop.wait_for(|s| *s) => None,
-        } {
-            let Ok((tenant, nas, result)) = done else {
-                continue;
-            };
-            if let Err(e) = &result {
-                tracing::debug!(nas = %nas.id, error = %e, "NAS API poll failed");
-            }
-            let Some(t) =
-                tracker.observe(nas.id, nas.api_state, result, config.failures_to_offline)
-            else {
-                continue;
-            };
-            apply(&store, &bus, tenant, &nas, &t).await;
-        }
-        if *stop.borrow() {
-            break;
-        }
-    }
-}
-
 /// Stores a transition and publishes `nas.state` when the state changed.
-async fn apply(store: &Store, bus: &Bus, tenant: TenantId, nas: &Nas, t: &Transition) {
-    let scope = store.tenant(tenant);
+pub(super) async fn apply(scope: &TenantScope, bus: &Bus, nas: &Nas, t: &Transition) {
     if let Err(e) = scope
         .set_nas_api_state(nas.id, t.state, t.error.as_deref())
         .await
@@ -189,31 +116,13 @@ async fn apply(store: &Store, bus: &Bus, tenant: TenantId, nas: &Nas, t: &Transi
             "api_state": t.state,
             "error": t.error,
         });
-        if let Err(e) = bus.publish(Some(tenant), kinds::NAS_STATE, &payload).await {
+        if let Err(e) = bus
+            .publish(Some(scope.tenant_id()), kinds::NAS_STATE, &payload)
+            .await
+        {
             tracing::warn!(error = %e, "could not publish nas.state");
         }
     }
-}
-
-/// Every MikroTik NAS with API credentials of every active tenant that this process reaches.
-pub(crate) async fn targets(
-    store: &Store,
-    reachable: &(dyn Fn(&Nas) -> bool + Send + Sync),
-) -> Result<Vec<(TenantId, Nas)>, crate::store::StoreError> {
-    let mut out = Vec::new();
-    for t in store.system().tenants().await? {
-        if t.tenant.status != TenantStatus::Active {
-            continue;
-        }
-        let list = store.tenant(t.tenant.id).nas_list().await?;
-        out.extend(
-            list.into_iter()
-                .filter(|n| n.vendor == NasVendor::Mikrotik && n.api_user.is_some())
-                .filter(|n| reachable(n))
-                .map(|n| (t.tenant.id, n)),
-        );
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

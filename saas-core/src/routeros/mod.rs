@@ -8,6 +8,7 @@ pub mod quota;
 pub mod sim;
 pub mod tls;
 pub mod wire;
+pub mod workers;
 
 use std::time::{Duration, Instant};
 

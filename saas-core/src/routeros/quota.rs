@@ -5,16 +5,13 @@
 //! twice. A session whose subscriber crosses the plan quota gets the plan's action: a CoA with
 //! the FUP rate, or a Disconnect (with the API kick when the CoA fails).
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::sync::{Semaphore, watch};
 
 use super::RosError;
 use crate::aaa::coa::{CoaClient, CoaResult};
 use crate::bus::{Bus, kinds};
 use crate::model::{Nas, QuotaAction, Session};
-use crate::store::{Store, TenantScope};
+use crate::store::TenantScope;
 use crate::transport::NasTransport;
 
 /// What one sync of one NAS did.
@@ -155,88 +152,25 @@ pub async fn sync_nas(
     Ok(report)
 }
 
-/// QuotaSync settings.
-#[derive(Debug, Clone)]
-pub struct QuotaSyncConfig {
-    /// Time between syncs of one NAS.
-    pub interval: Duration,
-    /// NAS synced at once (all tenants together).
-    pub concurrency: usize,
-    /// Connect, login and command timeout.
-    pub timeout: Duration,
-}
-
-impl Default for QuotaSyncConfig {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(30),
-            concurrency: 16,
-            timeout: super::DEFAULT_TIMEOUT,
+/// Syncs one NAS and publishes `session.usage` for the subscribers whose counters rose, so every
+/// AAA node re-seeds their session ledger and quota checks see the router's reading at once.
+pub(super) async fn sync_and_publish(
+    transport: &dyn NasTransport,
+    scope: &TenantScope,
+    bus: &Bus,
+    nas: &Nas,
+    coa: &CoaClient,
+    timeout: Duration,
+) -> Result<SyncReport, RosError> {
+    let r = sync_nas(transport, scope, nas, coa, timeout).await?;
+    if !r.raised_users.is_empty() {
+        let payload = serde_json::json!({ "usernames": r.raised_users }).to_string();
+        if let Err(e) = bus
+            .publish(Some(scope.tenant_id()), kinds::SESSION_USAGE, &payload)
+            .await
+        {
+            tracing::warn!(error = %e, "could not publish session.usage");
         }
     }
-}
-
-/// Runs QuotaSync for every reachable NAS of every active tenant until `stop`.
-pub async fn run(
-    store: Store,
-    bus: Bus,
-    transport: Arc<dyn NasTransport>,
-    reachable: Arc<dyn Fn(&Nas) -> bool + Send + Sync>,
-    config: QuotaSyncConfig,
-    mut stop: watch::Receiver<bool>,
-) {
-    let coa = CoaClient::new(transport.clone());
-    let limit = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let mut every = tokio::time::interval(config.interval);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = every.tick() => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-        let targets = match super::health::targets(&store, reachable.as_ref()).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(error = %e, "QuotaSync: could not list NAS");
-                continue;
-            }
-        };
-        let mut round = tokio::task::JoinSet::new();
-        for (tenant, nas) in targets {
-            let (store, bus, transport, limit, coa) = (
-                store.clone(),
-                bus.clone(),
-                transport.clone(),
-                limit.clone(),
-                coa.clone(),
-            );
-            let timeout = config.timeout;
-            round.spawn(async move {
-                let Ok(_permit) = limit.acquire_owned().await else {
-                    return;
-                };
-                let scope = store.tenant(tenant);
-                match sync_nas(transport.as_ref(), &scope, &nas, &coa, timeout).await {
-                    Ok(r) if !r.raised_users.is_empty() => {
-                        // Every AAA node re-seeds these subscribers' session ledger from the
-                        // store, so quota checks see the router's reading at once.
-                        let payload =
-                            serde_json::json!({ "usernames": r.raised_users }).to_string();
-                        if let Err(e) = bus
-                            .publish(Some(tenant), kinds::SESSION_USAGE, &payload)
-                            .await
-                        {
-                            tracing::warn!(error = %e, "could not publish session.usage");
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::debug!(nas = %nas.id, error = %e, "QuotaSync failed"),
-                }
-            });
-        }
-        tokio::select! {
-            _ = async { while round.join_next().await.is_some() {} } => {}
-            _ = stop.wait_for(|s| *s) => break,
-        }
-    }
+    Ok(r)
 }

@@ -421,6 +421,19 @@ impl TenantScope {
         self.tenant().await
     }
 
+    /// Sets the tenant's QuotaSync interval (10..=3600 s; none = the platform default).
+    pub async fn set_quota_sync(&self, secs: Option<u32>) -> Result<Tenant> {
+        if let Some(s) = secs
+            && !(QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&s)
+        {
+            return Err(StoreError::Invalid(format!(
+                "QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {s}"
+            )));
+        }
+        dispatch!(self.store, tenant_set_quota_sync(self.tenant, secs, now()))?;
+        self.tenant().await
+    }
+
     /// Deletes the tenant row and (by cascade) every row of the tenant.
     pub async fn purge(&self) -> Result<()> {
         dispatch!(self.store, tenant_purge(self.tenant))
@@ -1607,6 +1620,11 @@ fn validate_plan(p: &NewPlan) -> Result<()> {
     }
     Ok(())
 }
+
+/// Shortest per-tenant QuotaSync interval (seconds): a router is not polled more often.
+pub const QUOTA_SYNC_MIN_S: u32 = 10;
+/// Longest per-tenant QuotaSync interval (seconds).
+pub const QUOTA_SYNC_MAX_S: u32 = 3600;
 
 /// Busy timeout of SQLite connections (CLI and `serve` write at once).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

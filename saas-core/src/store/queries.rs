@@ -22,7 +22,7 @@ fn parse_email(s: String) -> Result<Email> {
     Email::parse(&s).map_err(|e| StoreError::Invalid(format!("corrupt row: {e}")))
 }
 
-const TENANT_COLS: &str = "t.id, t.slug, t.name, t.status, t.timezone, t.max_subscribers, t.max_nas, t.relay_node, t.tunnel_subnet, t.created_at, t.updated_at, t.suspended_at, t.deleted_at";
+const TENANT_COLS: &str = "t.id, t.slug, t.name, t.status, t.timezone, t.max_subscribers, t.max_nas, t.relay_node, t.tunnel_subnet, t.created_at, t.updated_at, t.suspended_at, t.deleted_at, t.quota_sync_s";
 
 fn tenant_row(r: &DbRow) -> Result<Tenant> {
     Ok(Tenant {
@@ -38,6 +38,7 @@ fn tenant_row(r: &DbRow) -> Result<Tenant> {
         updated_at: r.try_get("updated_at")?,
         suspended_at: r.try_get("suspended_at")?,
         deleted_at: r.try_get("deleted_at")?,
+        quota_sync_s: r.try_get::<Option<i32>, _>("quota_sync_s")?.and_then(|s| u32::try_from(s).ok()),
     })
 }
 
@@ -267,6 +268,16 @@ impl Db {
         let mut tx = self.write(t).await?;
         sqlx::query("UPDATE tenants SET name = COALESCE($2, name), timezone = COALESCE($3, timezone), max_subscribers = COALESCE($4, max_subscribers), max_nas = COALESCE($5, max_nas), updated_at = $6 WHERE id = $1")
             .bind(t.0).bind(name).bind(tz).bind(limits.map(|l| l.max_subscribers)).bind(limits.map(|l| l.max_nas)).bind(now)
+            .execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn tenant_set_quota_sync(&self, t: TenantId, secs: Option<u32>, now: DateTime<Utc>) -> Result<()> {
+        let secs = secs.map(|s| i32::try_from(s).unwrap_or(i32::MAX));
+        let mut tx = self.write(t).await?;
+        sqlx::query("UPDATE tenants SET quota_sync_s = $2, updated_at = $3 WHERE id = $1")
+            .bind(t.0).bind(secs).bind(now)
             .execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use saas_core::ids::{NasId, SessionId};
+use saas_core::ids::{NasId, PlanId, SessionId};
 use saas_core::model::*;
 use saas_core::routeros::sim::{Fault, SimConfig, Simulator};
 use saas_core::routeros::{self, Client, RosError};
@@ -183,6 +183,12 @@ async fn faults_become_clear_errors() {
     let e = c.identity().await.unwrap_err();
     assert!(matches!(e, RosError::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("/system/identity/print"), "{e}");
+    // The timed-out command is cancelled on the router (`/cancel =tag=…`), not left running.
+    let started = std::time::Instant::now();
+    while s.commands().last().map(String::as_str) != Some("/cancel") {
+        assert!(started.elapsed() < T, "no /cancel: {:?}", s.commands());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     s.set_fault(Some(Fault::Drop));
     let c = login(&s, "s3cret pass").await.unwrap();
@@ -452,10 +458,58 @@ async fn simulator_speaks_what_librouteros_expects() {
     }
 }
 
+async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while !f() {
+        assert!(started.elapsed() < Duration::from_secs(10), "never {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn supervisor(
+    ts: &TestStore,
+    bus: &saas_core::bus::Bus,
+    s: &Simulator,
+    quota_default: Option<Duration>,
+) -> std::sync::Arc<saas_core::routeros::workers::Supervisor> {
+    use saas_core::routeros::health::HealthConfig;
+    use saas_core::routeros::workers::{Supervisor, WorkerConfig, WorkerMetrics};
+    Supervisor::new(
+        ts.store.clone(),
+        bus.clone(),
+        std::sync::Arc::new(TunnelTo(s.addr(), None)),
+        std::sync::Arc::new(|_: &Nas| true),
+        WorkerConfig {
+            health: HealthConfig {
+                interval: Duration::from_millis(150),
+                failures_to_offline: 3,
+                timeout: Duration::from_millis(300),
+            },
+            quota_default,
+            quota_timeout: Duration::from_millis(500),
+            concurrency: 4,
+            per_tenant: 2,
+            // Only events start and stop workers within a test's time.
+            rescan: Duration::from_secs(3600),
+        },
+        WorkerMetrics::default(),
+    )
+}
+
+/// What `platform` publishes on suspend/resume/settings changes.
+async fn tenant_changed(bus: &saas_core::bus::Bus, scope: &TenantScope) {
+    bus.publish(
+        Some(scope.tenant_id()),
+        saas_core::bus::kinds::TENANT_CHANGED,
+        &serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+}
+
 #[tokio::test]
 async fn health_poller_goes_offline_after_three_failures_and_back_online() {
     use saas_core::bus::{Bus, kinds};
-    use saas_core::routeros::health::{self, HealthConfig};
     let ts = testing::sqlite().await;
     let scope = tenant(&ts, "acme").await;
     let s = sim(cfg(false, false)).await;
@@ -463,22 +517,16 @@ async fn health_poller_goes_offline_after_three_failures_and_back_online() {
     let bus = Bus::start(ts.store.clone(), None).await.unwrap();
     let mut events = bus.subscribe();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let poller = tokio::spawn(health::run(
-        ts.store.clone(),
-        bus.clone(),
-        std::sync::Arc::new(TunnelTo(s.addr(), None)),
-        std::sync::Arc::new(|_: &Nas| true),
-        HealthConfig {
-            interval: Duration::from_millis(150),
-            failures_to_offline: 3,
-            concurrency: 4,
-            timeout: Duration::from_millis(300),
-        },
-        stop,
-    ));
+    let sup = supervisor(&ts, &bus, &s, None);
+    let poller = tokio::spawn(sup.clone().run(stop));
     let state = || async { scope.nas(n.id).await.unwrap().unwrap() };
     wait_state(&scope, n.id, ApiState::Online).await;
     assert_eq!(state().await.api_last_error, None);
+    assert_eq!(
+        sup.running(),
+        [(scope.tenant_id(), None)],
+        "health only, no QuotaSync"
+    );
 
     // The router stops answering: offline only after three failed polls, with the last error.
     s.set_fault(Some(Fault::Stall));
@@ -494,11 +542,11 @@ async fn health_poller_goes_offline_after_three_failures_and_back_online() {
     wait_state(&scope, n.id, ApiState::Online).await;
     assert_eq!(state().await.api_last_error, None);
 
-    // A suspended tenant is not polled: its NAS keeps its state even while the router fails.
+    // A suspended tenant's worker stops: its NAS keeps its state even while the router fails.
     scope.set_status(TenantStatus::Suspended).await.unwrap();
+    tenant_changed(&bus, &scope).await;
+    wait_for("worker stopped", || sup.running().is_empty()).await;
     s.set_fault(Some(Fault::Trap("down".into())));
-    // A poll already under way when the status changed may still finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let before = s.commands().len();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(s.commands().len(), before, "polled while suspended");
@@ -520,6 +568,72 @@ async fn health_poller_goes_offline_after_three_failures_and_back_online() {
         }
     }
     assert_eq!(seen, ["online", "offline", "online"]);
+}
+
+/// Each active tenant gets its own worker with its own QuotaSync interval; suspending stops it,
+/// resuming starts it again, changing the interval restarts it; a worker runs QuotaSync.
+#[tokio::test]
+async fn tenant_workers_follow_status_and_their_own_quota_interval() {
+    use saas_core::bus::Bus;
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "alpha").await;
+        let b = tenant(&ts, "bravo").await;
+        let s = sim(cfg(false, false)).await;
+        let bus = Bus::start(ts.store.clone(), None).await.unwrap();
+        let default = Duration::from_millis(300);
+        b.set_quota_sync(Some(600)).await.unwrap();
+        assert!(
+            b.set_quota_sync(Some(5)).await.is_err(),
+            "below the minimum"
+        );
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let sup = supervisor(&ts, &bus, &s, Some(default));
+        let run = tokio::spawn(sup.clone().run(stop));
+        let mut want = vec![
+            (a.tenant_id(), Some(default)),
+            (b.tenant_id(), Some(Duration::from_secs(600))),
+        ];
+        want.sort_by_key(|(t, _)| t.0);
+        wait_for("both workers", || sup.running() == want).await;
+
+        // QuotaSync through alpha's worker raises the session's counters from the router.
+        let sub = subscriber(&a, "alice", None).await;
+        let n = a.create_nas(&nas("core", None, false)).await.unwrap();
+        a.record_accounting(&[acct(AcctKind::Start, n.id, &sub, "s1", (0, 0))])
+            .await
+            .unwrap();
+        s.add_session("alice", "100.64.0.7", (0, 0), (0, 0));
+        s.set_bytes("alice", 700, 900);
+        let started = std::time::Instant::now();
+        while a.usage_since("alice", None).await.unwrap() != (700, 900) {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "QuotaSync never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Suspend alpha: only bravo keeps a worker; resume: alpha's comes back.
+        a.set_status(TenantStatus::Suspended).await.unwrap();
+        tenant_changed(&bus, &a).await;
+        let only_b = vec![(b.tenant_id(), Some(Duration::from_secs(600)))];
+        wait_for("alpha stopped", || sup.running() == only_b).await;
+        a.set_status(TenantStatus::Active).await.unwrap();
+        tenant_changed(&bus, &a).await;
+        wait_for("alpha resumed", || sup.running().len() == 2).await;
+
+        // bravo back to the platform default: its worker restarts with it.
+        b.set_quota_sync(None).await.unwrap();
+        tenant_changed(&bus, &b).await;
+        wait_for("bravo on the default", || {
+            sup.running().iter().all(|(_, q)| *q == Some(default))
+        })
+        .await;
+
+        stop_tx.send(true).unwrap();
+        run.await.unwrap();
+        assert!(sup.running().is_empty());
+    }
 }
 
 fn acct(kind: AcctKind, nas: NasId, sub: &Subscriber, session: &str, io: (i64, i64)) -> AcctRecord {
@@ -546,8 +660,7 @@ fn acct(kind: AcctKind, nas: NasId, sub: &Subscriber, session: &str, io: (i64, i
 /// usage is always the highest reading, and crossing the plan quota sends the FUP CoA once.
 #[tokio::test]
 async fn quota_sync_raises_counters_never_double_counts_and_sends_the_fup_coa() {
-    use saas_core::aaa::coa::CoaClient;
-    use saas_core::radius::{Code, PacketBuilder, dict, validate};
+    use saas_core::radius::{Code, PacketBuilder, dict};
     use saas_core::routeros::quota;
     for ts in testing::each_backend().await {
         let scope = tenant(&ts, "acme").await;
@@ -566,45 +679,19 @@ async fn quota_sync_raises_counters_never_double_counts_and_sends_the_fup_coa() 
             )
             .await
             .unwrap();
-        let sub = scope
-            .create_subscriber(&NewSubscriber {
-                username: "alice".into(),
-                password: "pw".into(),
-                plan_id: Some(plan.id),
-                expires_at: None,
-                static_ip: None,
-                framed_ipv6_prefix: None,
-                delegated_ipv6_prefix: None,
-                mac_lock: None,
-                sim_use: None,
-            })
-            .await
-            .unwrap();
+        let sub = subscriber(&scope, "alice", Some(plan.id)).await;
         let s = sim(cfg(false, false)).await;
         s.add_session("alice", "100.64.0.7", (0, 0), (0, 0));
         // A CoA listener that ACKs and remembers the rate it was asked for.
-        let coa_sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let coa_addr = coa_sock.local_addr().unwrap();
-        let (rates_tx, mut rates) = tokio::sync::mpsc::unbounded_channel();
-        let responder = tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            loop {
-                let (n, from) = coa_sock.recv_from(&mut buf).await.unwrap();
-                let req = validate(&buf[..n]).unwrap();
-                assert_eq!(req.code(), Code::CoARequest);
-                let rate = req
-                    .vsa(dict::VENDOR_MIKROTIK, dict::mikrotik::RATE_LIMIT)
-                    .map(|r| String::from_utf8_lossy(r).into_owned());
-                rates_tx.send(rate).unwrap();
-                let ack = PacketBuilder::reply(&req, Code::CoAACK)
-                    .unwrap()
-                    .finish(b"radius-secret");
-                coa_sock.send_to(&ack, from).await.unwrap();
-            }
-        });
-        let transport = TunnelTo(s.addr(), Some(coa_addr));
-        let mut coa = CoaClient::new(std::sync::Arc::new(TunnelTo(s.addr(), Some(coa_addr))));
-        coa.timeout = Duration::from_secs(2);
+        let (coa_addr, mut rates, responder) = nas_coa(|req| {
+            assert_eq!(req.code(), Code::CoARequest);
+            let rate = req
+                .vsa(dict::VENDOR_MIKROTIK, dict::mikrotik::RATE_LIMIT)
+                .map(|r| String::from_utf8_lossy(r).into_owned());
+            (rate, PacketBuilder::reply(req, Code::CoAACK).unwrap())
+        })
+        .await;
+        let (transport, coa) = coa_client(&s, coa_addr);
         let nas = scope.create_nas(&nas("core", None, false)).await.unwrap();
         let usage = || async { scope.usage_since("alice", None).await.unwrap() };
 
@@ -702,6 +789,60 @@ async fn quota_sync_raises_counters_never_double_counts_and_sends_the_fup_coa() 
     }
 }
 
+/// The router's RADIUS side for CoA/Disconnect: `answer` turns each request into something to
+/// report to the test and the reply to send (signed with the NAS secret).
+async fn nas_coa<T: Send + 'static>(
+    answer: impl Fn(&saas_core::radius::Validated<'_>) -> (T, saas_core::radius::PacketBuilder)
+    + Send
+    + 'static,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<T>,
+    tokio::task::JoinHandle<()>,
+) {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 4096];
+        loop {
+            let (n, from) = sock.recv_from(&mut buf).await.unwrap();
+            let req = saas_core::radius::validate(&buf[..n]).unwrap();
+            let (report, reply) = answer(&req);
+            tx.send(report).unwrap();
+            sock.send_to(&reply.finish(b"radius-secret"), from)
+                .await
+                .unwrap();
+        }
+    });
+    (addr, rx, task)
+}
+
+/// A transport to the simulator (API) and the CoA listener, and a CoA client over it.
+fn coa_client(s: &Simulator, coa: SocketAddr) -> (TunnelTo, saas_core::aaa::coa::CoaClient) {
+    let mut client =
+        saas_core::aaa::coa::CoaClient::new(std::sync::Arc::new(TunnelTo(s.addr(), Some(coa))));
+    client.timeout = Duration::from_secs(2);
+    (TunnelTo(s.addr(), Some(coa)), client)
+}
+
+async fn subscriber(scope: &TenantScope, name: &str, plan: Option<PlanId>) -> Subscriber {
+    scope
+        .create_subscriber(&NewSubscriber {
+            username: name.into(),
+            password: "pw".into(),
+            plan_id: plan,
+            expires_at: None,
+            static_ip: None,
+            framed_ipv6_prefix: None,
+            delegated_ipv6_prefix: None,
+            mac_lock: None,
+            sim_use: None,
+        })
+        .await
+        .unwrap()
+}
+
 async fn wait_state(scope: &TenantScope, nas: NasId, want: ApiState) -> (Nas, Duration) {
     let started = std::time::Instant::now();
     loop {
@@ -714,5 +855,80 @@ async fn wait_state(scope: &TenantScope, nas: NasId, want: ApiState) -> (Nas, Du
             "never {want}: {cur:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plan whose quota action is `reject`: crossing the quota through QuotaSync sends a
+/// Disconnect; when the router NAKs it, the session is kicked through the API instead.
+#[tokio::test]
+async fn quota_sync_crossing_a_reject_plan_disconnects_with_api_kick_fallback() {
+    use saas_core::radius::{Code, PacketBuilder, dict};
+    use saas_core::routeros::quota;
+    for ts in testing::each_backend().await {
+        let scope = tenant(&ts, "acme").await;
+        let plan = scope
+            .create_plan(
+                &NewPlan {
+                    name: "capped".into(),
+                    download_kbps: 10240,
+                    upload_kbps: 2048,
+                    quota_bytes: Some(10_000),
+                    ..NewPlan::default()
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            plan.quota_action,
+            QuotaAction::Reject,
+            "a quota without FUP rates"
+        );
+        let sub = subscriber(&scope, "bob", Some(plan.id)).await;
+        let s = sim(cfg(false, false)).await;
+        s.add_session("bob", "100.64.0.7", (0, 0), (0, 0));
+        // The router's RADIUS side refuses the Disconnect (Error-Cause 503 Session Context Not
+        // Found, as RouterOS answers when it cannot match the session).
+        let (coa_addr, mut codes, responder) = nas_coa(|req| {
+            let mut nak = PacketBuilder::reply(req, Code::DisconnectNAK).unwrap();
+            nak.attr_u32(dict::ERROR_CAUSE, 503).unwrap();
+            (req.code(), nak)
+        })
+        .await;
+        let (transport, coa) = coa_client(&s, coa_addr);
+        let nas = scope.create_nas(&nas("core", None, false)).await.unwrap();
+        scope
+            .record_accounting(&[acct(AcctKind::Start, nas.id, &sub, "s1", (0, 0))])
+            .await
+            .unwrap();
+
+        // Below the quota: nothing happens.
+        s.set_bytes("bob", 3000, 3000);
+        let r = quota::sync_nas(&transport, &scope, &nas, &coa, T)
+            .await
+            .unwrap();
+        assert_eq!((r.raised, r.crossed.len()), (1, 0), "{r:?}");
+        assert_eq!(s.session_names(), ["bob"]);
+
+        // Across it: a Disconnect-Request, NAKed, then /ppp/active/remove through the API.
+        s.set_bytes("bob", 6000, 6000);
+        let r = quota::sync_nas(&transport, &scope, &nas, &coa, T)
+            .await
+            .unwrap();
+        assert_eq!(r.crossed.len(), 1, "{}: {r:?}", ts.backend);
+        let (user, action, result) = &r.crossed[0];
+        assert_eq!((user.as_str(), action.as_str()), ("bob", "disconnect"));
+        assert_eq!(result.outcome, "api-kick", "{result:?}");
+        assert_eq!(result.error_cause, Some(503));
+        assert_eq!(codes.recv().await, Some(Code::DisconnectRequest));
+        assert!(s.session_names().is_empty(), "the router still has bob");
+        // The crossing is audited with what was done.
+        let audit = scope.audit_log(10).await.unwrap();
+        assert!(
+            audit.iter().any(|a| a.action == "session.quota"
+                && a.details.as_deref().unwrap_or("").contains("api-kick")),
+            "{audit:?}"
+        );
+        responder.abort();
     }
 }
