@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use saas_core::routeros::sim::{SimConfig, Simulator};
+use saas_core::routeros::sim::{Fault, SimConfig, Simulator};
+use tokio::io::AsyncBufReadExt as _;
 
 use crate::Fatal;
 
@@ -67,12 +68,56 @@ pub async fn run(args: SimArgs) -> Result<(), Fatal> {
             .map(|f| format!(" (API-SSL, certificate SHA-256 {f})"))
             .unwrap_or_default()
     );
+    println!("control on stdin: {CONTROL_HELP}");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| Fatal::failure(format!("signal handler: {e}")))?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break,
+            line = lines.next_line(), if stdin_open => match line {
+                Ok(Some(line)) => match control(&sim, &line) {
+                    Ok(done) => println!("ok {done}"),
+                    Err(e) => println!("error: {e}; {CONTROL_HELP}"),
+                },
+                // No controller (stdin closed or not readable): run until a signal.
+                Ok(None) | Err(_) => stdin_open = false,
+            },
+        }
     }
     drop(sim);
     Ok(())
+}
+
+/// What the stdin control accepts.
+const CONTROL_HELP: &str = "`fault stall|drop|none`, `fault trap MESSAGE`, `session add USER IP`, \
+                            `bytes USER IN OUT`";
+
+/// Applies one control line (fault injection and sessions for a demo or an external test).
+fn control(sim: &Simulator, line: &str) -> Result<String, String> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["fault", "stall"] => sim.set_fault(Some(Fault::Stall)),
+        ["fault", "drop"] => sim.set_fault(Some(Fault::Drop)),
+        ["fault", "none"] => sim.set_fault(None),
+        ["fault", "trap", msg @ ..] if !msg.is_empty() => {
+            sim.set_fault(Some(Fault::Trap(msg.join(" "))));
+        }
+        ["session", "add", user, ip] => {
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+            sim.add_session(user, ip, (0, 0), (0, 0));
+        }
+        ["bytes", user, rx, tx] => {
+            let n = |v: &str| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("{v:?} is not a byte count"))
+            };
+            sim.set_bytes(user, n(rx)?, n(tx)?);
+        }
+        _ => return Err(format!("unknown command {line:?}")),
+    }
+    Ok(line.trim().to_owned())
 }

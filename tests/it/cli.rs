@@ -792,3 +792,78 @@ async fn subscriber_import_is_all_or_nothing_and_tenant_scoped() {
 fn dir_path_for_b(t: &Target) -> std::path::PathBuf {
     t.dir.path().join("b.csv")
 }
+
+/// `dev routeros-sim` runs alone and takes fault injection and sessions on stdin.
+#[tokio::test]
+async fn routeros_sim_runs_alone_and_injects_faults_from_stdin() {
+    use saas_core::routeros::{Client, RosError};
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "dev",
+            "routeros-sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--user",
+            "api",
+            "--password",
+            "pw",
+            "--identity",
+            "lab-1",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(line.starts_with("control on stdin"), "{line}");
+    let mut say = |cmd: &str| {
+        writeln!(stdin, "{cmd}").unwrap();
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        l
+    };
+    let t = std::time::Duration::from_secs(2);
+    let login = || async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        Client::login(tcp, "api", "pw", t).await.unwrap()
+    };
+    assert_eq!(login().await.identity().await.unwrap(), "lab-1");
+
+    assert_eq!(
+        say("fault trap no such item"),
+        "ok fault trap no such item\n"
+    );
+    let e = login().await.identity().await.unwrap_err();
+    assert!(
+        matches!(e, RosError::Trap { ref message, .. } if message == "no such item"),
+        "{e}"
+    );
+    assert!(say("fault none").starts_with("ok"));
+    assert!(say("session add carol 100.64.9.9").starts_with("ok"));
+    assert!(say("bytes carol 10 20").starts_with("ok"));
+    let c = login().await;
+    let active = c.ppp_active().await.unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].name.as_str(), active[0].address.as_str()),
+        ("carol", "100.64.9.9")
+    );
+    let l = say("session add dave not-an-ip");
+    assert!(
+        l.starts_with("error: \"not-an-ip\" is not an IPv4 address"),
+        "{l}"
+    );
+    assert!(say("reboot").starts_with("error: unknown command"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
