@@ -184,6 +184,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
         let workers = saas_core::routeros::workers::Supervisor::new(
             ctx.store.clone(),
             ctx.platform.bus().clone(),
+            ctx.cache.clone(),
             Arc::new(transport.clone()),
             transport.reach_check(),
             saas_core::routeros::workers::WorkerConfig {

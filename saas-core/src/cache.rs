@@ -39,6 +39,10 @@ pub trait Cache: Send + Sync + std::fmt::Debug {
     async fn delete(&self, key: &str) -> Result<(), CacheError>;
     /// Increments a counter; a new counter expires after `ttl` (fixed window). Returns the count.
     async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, CacheError>;
+    /// Takes or renews a lease: when `key` is free, expired or already held by `holder`, it is
+    /// (re)set to `holder` for `ttl` and the answer is true; otherwise false. Atomic, so of
+    /// several processes asking for one free lease exactly one gets it.
+    async fn lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, CacheError>;
     /// `redis` or `memory`.
     fn kind(&self) -> &'static str;
     /// The Redis connection, when this cache is Redis (for structures beyond key-value).
@@ -124,6 +128,19 @@ impl Cache for MemoryCache {
             + 1;
         entry.0 = n.to_string().into_bytes();
         Ok(n)
+    }
+
+    async fn lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        Self::sweep(&mut map, now);
+        match map.get(key) {
+            Some((v, until)) if *until > now && v.as_slice() != holder.as_bytes() => Ok(false),
+            _ => {
+                map.insert(key.to_owned(), (holder.as_bytes().to_vec(), now + ttl));
+                Ok(true)
+            }
+        }
     }
 
     fn kind(&self) -> &'static str {
@@ -216,6 +233,23 @@ impl Cache for RedisCache {
             .query_async(&mut c)
             .await?;
         Ok(n)
+    }
+
+    async fn lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut c = self.conn.clone();
+        // GET and SET in one script: no other process can take the lease in between.
+        let got: i64 = redis::Script::new(
+            "local v = redis.call('GET', KEYS[1]) \
+             if (not v) or v == ARGV[1] then \
+               redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 \
+             end return 0",
+        )
+        .key(key)
+        .arg(holder)
+        .arg(ttl_ms(ttl))
+        .invoke_async(&mut c)
+        .await?;
+        Ok(got == 1)
     }
 
     fn kind(&self) -> &'static str {

@@ -4,7 +4,9 @@
 //! and stops it when the tenant is suspended or deleted — on `tenant.changed`, and on a periodic
 //! rescan in case an event was missed. The workers of one process share one semaphore (bounded
 //! concurrency per relay node) and each tenant holds at most a share of it, so a tenant with
-//! many routers cannot starve the others.
+//! many routers cannot starve the others. When several processes reach the same NAS (a direct
+//! NAS is reachable from every node), a lease in the shared cache makes one of them its poller;
+//! the lease lapses after three health intervals without renewal and another node takes over.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +24,7 @@ use super::health::{self, HealthConfig, Tracker};
 use super::quota;
 use crate::aaa::coa::CoaClient;
 use crate::bus::{Bus, Next, kinds, next_event};
+use crate::cache::{Cache, tenant_key};
 use crate::ids::TenantId;
 use crate::metrics::Metrics;
 use crate::model::{Nas, NasVendor, Tenant, TenantStatus};
@@ -116,6 +119,9 @@ struct Running {
 pub struct Supervisor {
     store: Store,
     bus: Bus,
+    cache: Arc<dyn Cache>,
+    /// This process's name in NAS leases.
+    holder: String,
     transport: Arc<dyn NasTransport>,
     reachable: Reach,
     config: WorkerConfig,
@@ -138,6 +144,7 @@ impl Supervisor {
     pub fn new(
         store: Store,
         bus: Bus,
+        cache: Arc<dyn Cache>,
         transport: Arc<dyn NasTransport>,
         reachable: Reach,
         config: WorkerConfig,
@@ -148,6 +155,8 @@ impl Supervisor {
             limit: Arc::new(Semaphore::new(config.concurrency.max(1))),
             store,
             bus,
+            cache,
+            holder: uuid::Uuid::new_v4().to_string(),
             transport,
             reachable,
             config,
@@ -300,15 +309,30 @@ impl Supervisor {
         }
     }
 
-    /// MikroTik NAS of the tenant with API credentials that this process reaches.
+    /// MikroTik NAS of the tenant with API credentials that this process reaches and holds the
+    /// lease of.
     async fn targets(&self, scope: &TenantScope) -> Result<Vec<Nas>, StoreError> {
-        Ok(scope
+        let reached = scope
             .nas_list()
             .await?
             .into_iter()
             .filter(|n| n.vendor == NasVendor::Mikrotik && n.api_user.is_some())
-            .filter(|n| (self.reachable)(n))
-            .collect())
+            .filter(|n| (self.reachable)(n));
+        let ttl = self.config.health.interval.saturating_mul(3);
+        let mut mine = Vec::new();
+        for nas in reached {
+            let key = tenant_key(scope.tenant_id(), &format!("ros-owner:{}", nas.id));
+            match self.cache.lease(&key, &self.holder, ttl).await {
+                Ok(true) => mine.push(nas),
+                Ok(false) => {}
+                Err(e) => {
+                    // Without the cache, a NAS polled twice is better than one not polled.
+                    tracing::debug!(nas = %nas.id, error = %e, "NAS lease unavailable; polling");
+                    mine.push(nas);
+                }
+            }
+        }
+        Ok(mine)
     }
 
     async fn permits(

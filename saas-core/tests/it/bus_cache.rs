@@ -48,6 +48,42 @@ async fn cache_get_set_expire_incr() {
     }
 }
 
+/// A lease has one holder at a time, is renewed by its holder, and frees itself when not renewed.
+#[tokio::test]
+async fn cache_lease_has_one_holder_until_it_expires() {
+    for c in caches().await {
+        let k = format!("pp:test:lease:{}", uuid::Uuid::new_v4());
+        let ttl = Duration::from_millis(300);
+        // Many takers at once: exactly one wins.
+        let takers = (0..8).map(|i| {
+            let c = c.clone();
+            let k = k.clone();
+            tokio::spawn(async move { c.lease(&k, &format!("node-{i}"), ttl).await.unwrap() })
+        });
+        let mut won = 0;
+        for t in takers {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "{}", c.kind());
+        c.delete(&k).await.unwrap();
+        assert!(c.lease(&k, "a", ttl).await.unwrap());
+        assert!(!c.lease(&k, "b", ttl).await.unwrap(), "{}", c.kind());
+        // The holder renews it past the first ttl.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(c.lease(&k, "a", ttl).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !c.lease(&k, "b", ttl).await.unwrap(),
+            "{}: renewal lost",
+            c.kind()
+        );
+        // Not renewed: another process takes it.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert!(c.lease(&k, "b", ttl).await.unwrap(), "{}", c.kind());
+        assert!(!c.lease(&k, "a", ttl).await.unwrap());
+    }
+}
+
 #[tokio::test]
 async fn cache_connect_picks_implementation_and_redacts() {
     assert_eq!(cache::connect(None).await.unwrap().kind(), "memory");

@@ -472,11 +472,30 @@ fn supervisor(
     s: &Simulator,
     quota_default: Option<Duration>,
 ) -> std::sync::Arc<saas_core::routeros::workers::Supervisor> {
+    supervisor_with(
+        ts,
+        bus,
+        std::sync::Arc::new(saas_core::cache::MemoryCache::default()),
+        s,
+        quota_default,
+        saas_core::routeros::workers::WorkerMetrics::default(),
+    )
+}
+
+fn supervisor_with(
+    ts: &TestStore,
+    bus: &saas_core::bus::Bus,
+    cache: std::sync::Arc<dyn saas_core::cache::Cache>,
+    s: &Simulator,
+    quota_default: Option<Duration>,
+    metrics: saas_core::routeros::workers::WorkerMetrics,
+) -> std::sync::Arc<saas_core::routeros::workers::Supervisor> {
     use saas_core::routeros::health::HealthConfig;
-    use saas_core::routeros::workers::{Supervisor, WorkerConfig, WorkerMetrics};
+    use saas_core::routeros::workers::{Supervisor, WorkerConfig};
     Supervisor::new(
         ts.store.clone(),
         bus.clone(),
+        cache,
         std::sync::Arc::new(TunnelTo(s.addr(), None)),
         std::sync::Arc::new(|_: &Nas| true),
         WorkerConfig {
@@ -492,7 +511,7 @@ fn supervisor(
             // Only events start and stop workers within a test's time.
             rescan: Duration::from_secs(3600),
         },
-        WorkerMetrics::default(),
+        metrics,
     )
 }
 
@@ -568,6 +587,48 @@ async fn health_poller_goes_offline_after_three_failures_and_back_online() {
         }
     }
     assert_eq!(seen, ["online", "offline", "online"]);
+}
+
+/// Two processes that both reach a NAS (a direct NAS): one polls it, holding a lease in the
+/// shared cache; when that process stops, the other takes over once the lease lapses.
+#[tokio::test]
+async fn one_process_polls_a_nas_that_several_reach() {
+    use saas_core::bus::Bus;
+    use saas_core::routeros::workers::{PollLabels, WorkerMetrics};
+    let ts = testing::sqlite().await;
+    let scope = tenant(&ts, "acme").await;
+    let s = sim(cfg(false, false)).await;
+    scope.create_nas(&nas("core", None, false)).await.unwrap();
+    let bus = Bus::start(ts.store.clone(), None).await.unwrap();
+    let cache: std::sync::Arc<dyn saas_core::cache::Cache> =
+        std::sync::Arc::new(saas_core::cache::MemoryCache::default());
+    let polls = |m: &WorkerMetrics| {
+        m.polls
+            .get_or_create(&PollLabels {
+                kind: "health",
+                outcome: "ok",
+            })
+            .get()
+    };
+    let (ma, mb) = (WorkerMetrics::default(), WorkerMetrics::default());
+    let a = supervisor_with(&ts, &bus, cache.clone(), &s, None, ma.clone());
+    let (stop_a_tx, stop_a) = tokio::sync::watch::channel(false);
+    let run_a = tokio::spawn(a.clone().run(stop_a));
+    wait_for("a polls", || polls(&ma) > 0).await;
+    let b = supervisor_with(&ts, &bus, cache.clone(), &s, None, mb.clone());
+    let (stop_b_tx, stop_b) = tokio::sync::watch::channel(false);
+    let run_b = tokio::spawn(b.clone().run(stop_b));
+    wait_for("b's worker", || b.running().len() == 1).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(polls(&ma) >= 4, "a kept polling: {}", polls(&ma));
+    assert_eq!(polls(&mb), 0, "b polled a NAS a holds");
+
+    // a stops: b takes over within the lease (3 × 150 ms) and a poll interval.
+    stop_a_tx.send(true).unwrap();
+    run_a.await.unwrap();
+    wait_for("b takes over", || polls(&mb) > 0).await;
+    stop_b_tx.send(true).unwrap();
+    run_b.await.unwrap();
 }
 
 /// Each active tenant gets its own worker with its own QuotaSync interval; suspending stops it,
