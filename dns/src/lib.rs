@@ -11,6 +11,7 @@ pub mod live;
 pub mod metrics;
 pub mod rrl;
 pub mod server;
+pub mod udp_batch;
 pub mod zone;
 
 pub use live::{load_zone_data, next_serial};

@@ -22,6 +22,7 @@ use crate::fast::{self, FastQuery};
 use crate::handler::{LiveZone, ZoneCell};
 use crate::metrics::{DnsMetrics, rcode_label};
 use crate::rrl::{Rrl, Verdict};
+use crate::udp_batch::{RecvBatch, SendBatch};
 use crate::zone::Zone;
 
 /// The UDP payload size we offer and answer within (the DNS flag day 2020 value: no
@@ -299,13 +300,13 @@ impl DnsServer {
         for _ in 0..workers.max(1) {
             let (me, socket, mut stop) = (self.clone(), socket.clone(), stop.clone());
             set.spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut out = Vec::with_capacity(EDNS_PAYLOAD as usize);
+                let mut queries = RecvBatch::default();
+                let mut answers = SendBatch::default();
                 let mut key = Vec::with_capacity(300);
                 loop {
-                    let (n, src) = tokio::select! {
-                        r = socket.recv_from(&mut buf) => match r {
-                            Ok(x) => x,
+                    let n = tokio::select! {
+                        r = queries.recv(&socket) => match r {
+                            Ok(n) => n,
                             Err(e) => {
                                 tracing::debug!(error = %e, "dns: UDP receive failed");
                                 continue;
@@ -313,10 +314,17 @@ impl DnsServer {
                         },
                         _ = stopped(&mut stop) => return,
                     };
-                    if me.answer_udp(&buf[..n], src, &mut key, &mut out).await
-                        && let Err(e) = socket.send_to(&out, src).await
-                    {
-                        tracing::debug!(error = %e, %src, "dns: UDP send failed");
+                    for i in 0..n {
+                        let Some((q, Some(src))) = queries.get(i) else {
+                            continue;
+                        };
+                        if me.answer_udp(q, src, &mut key, answers.slot()).await {
+                            answers.commit(src);
+                        }
+                    }
+                    let failed = answers.flush(&socket).await;
+                    if failed > 0 {
+                        tracing::debug!(failed, "dns: UDP answers not sent");
                     }
                 }
             });
