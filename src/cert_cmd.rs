@@ -18,7 +18,47 @@ pub async fn cert(ctx: &Context, as_json: bool, cmd: CertCmd) -> Result<(), Fata
     match cmd {
         CertCmd::Status => status(ctx, as_json).await,
         CertCmd::Renew => renew(ctx, as_json).await,
+        CertCmd::Export { dir } => export(ctx, as_json, &dir).await,
     }
+}
+
+async fn export(ctx: &Context, as_json: bool, dir: &std::path::Path) -> Result<(), Fatal> {
+    let base = &ctx.config.base_domain;
+    let Some((c, key)) = ctx.store.platform().certificate_with_key(base).await? else {
+        return Err(Fatal::usage(format!(
+            "no certificate for {base} yet; see `proxpanel cert status`"
+        )));
+    };
+    let chain = c.chain_pem.unwrap_or_default();
+    let io = |what: &str, e: std::io::Error| {
+        Fatal::failure(format!("cannot write {what} in {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io("the directory", e))?;
+    let write = |name: &str, data: &str, mode: u32| -> std::io::Result<()> {
+        // Written beside, then renamed: nginx never reads a half-written file.
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let _ = std::fs::remove_file(&tmp);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, mode);
+        let mut f = o.open(&tmp)?;
+        std::io::Write::write_all(&mut f, data.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, dir.join(name))
+    };
+    write("fullchain.pem", &chain, 0o644).map_err(|e| io("fullchain.pem", e))?;
+    write("privkey.pem", &key, 0o600).map_err(|e| io("privkey.pem", e))?;
+    if as_json {
+        crate::output::json(&json!({"dir": dir, "not_after": c.not_after, "names": c.names}));
+    } else {
+        println!(
+            "wrote {}/fullchain.pem and privkey.pem (valid until {})",
+            dir.display(),
+            c.not_after.map(|t| t.to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 async fn status(ctx: &Context, as_json: bool) -> Result<(), Fatal> {

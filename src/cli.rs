@@ -566,6 +566,12 @@ pub enum CertCmd {
     /// Renew now: asked of the `serve` node holding the renewal lease, or run here when no node
     /// holds it (needs PROXPANEL_ACME_DIRECTORY and a DNS server answering the zone).
     Renew,
+    /// Write `fullchain.pem` and `privkey.pem` (mode 0600) into DIR, for TLS left to nginx.
+    Export {
+        /// Directory to write into (created when missing).
+        #[arg(long)]
+        dir: std::path::PathBuf,
+    },
 }
 
 /// `relay` commands.

@@ -328,6 +328,18 @@ fn pebble_issues_the_wildcard_certificate_that_https_serves() {
         .unwrap_or_else(|| panic!("no expiry gauge: {metrics}"));
     assert!(gauge.trim().parse::<i64>().unwrap() > 86_400, "{gauge}");
 
+    // For TLS left to nginx: the chain and key as files (the key private to its owner).
+    let out = d.join("export");
+    json(cli().args(["cert", "export", "--dir", out.to_str().unwrap()]));
+    let exported = std::fs::read_to_string(out.join("fullchain.pem")).unwrap();
+    assert_eq!(pem_blocks(&exported), pem_blocks(&served.concat()));
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(out.join("privkey.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "privkey.pem is private: {mode:o}");
+
     // A forced renewal through the running serve (it holds the lease) replaces it.
     let before = status["issued_at"].clone();
     let r = json(cli().args(["cert", "renew"]));

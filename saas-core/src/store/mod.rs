@@ -1588,6 +1588,11 @@ impl PlatformScope {
         )
     }
 
+    /// Sets the endpoint routers dial for a relay node; true when it changed (the key stays).
+    pub async fn set_relay_endpoint(&self, name: &str, endpoint: Option<&str>) -> Result<bool> {
+        dispatch!(self.store, relay_set_endpoint(name, endpoint, now()))
+    }
+
     /// A relay node's key pair (private key opened).
     pub async fn relay_node_keys(&self, name: &str) -> Result<Option<(String, String)>> {
         match dispatch!(self.store, relay_keys(name))? {

@@ -619,6 +619,12 @@ impl Db {
         sqlx::query("INSERT INTO wg_peers (id, tenant_id, nas_id, public_key, private_key, tunnel_address, relay_node, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(id.0).bind(t.0).bind(nas.0).bind(public_key).bind(sealed_private).bind(addr).bind(relay).bind(now)
             .execute(&mut *tx).await?;
+        // The node holding the tenant's first peer becomes the tenant's relay node (DNS points
+        // SLUG.relay.<base> at it); a later peer on another node does not move the tenant.
+        if let Some(node) = relay {
+            sqlx::query("UPDATE tenants SET relay_node = $2, updated_at = $3 WHERE id = $1 AND relay_node IS NULL")
+                .bind(t.0).bind(node).bind(now).execute(&mut *tx).await?;
+        }
         let row = sqlx::query(q(format!("SELECT {PEER_COLS} FROM wg_peers WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         peer_row(&row)
@@ -1079,6 +1085,12 @@ impl Db {
             .bind(name).bind(public).bind(sealed).bind(endpoint).bind(now)
             .execute(self.app()).await?;
         Ok(())
+    }
+
+    pub(super) async fn relay_set_endpoint(&self, name: &str, endpoint: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
+        let res = sqlx::query("UPDATE relay_nodes SET endpoint = $2, last_seen = $3 WHERE name = $1 AND COALESCE(endpoint, '') <> COALESCE($2, '')")
+            .bind(name).bind(endpoint).bind(now).execute(self.app()).await?;
+        Ok(res.rows_affected() > 0)
     }
 
     pub(super) async fn relay_keys(&self, name: &str) -> Result<Option<(String, String)>> {
