@@ -346,9 +346,93 @@ fn pebble_issues_the_wildcard_certificate_that_https_serves() {
     assert_eq!(r["issued"], true, "{r}");
     let after = json(cli().args(["cert", "status"]));
     assert_ne!(after["issued_at"], before, "{after}");
+    // The listener swaps it in without a restart: new connections get the new leaf.
+    poll(
+        Duration::from_secs(10),
+        "the renewed certificate on HTTPS",
+        || {
+            let (_, out) = openssl(&[
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{https}"),
+                "-servername",
+                BASE,
+            ]);
+            match pem_blocks(&out).first() {
+                Some(leaf) if *leaf != served[0] => Ok(()),
+                _ => Err("still the old certificate".to_owned()),
+            }
+        },
+    );
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn cert_commands_without_acme_say_what_to_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = json(
+        proxpanel(dir.path())
+            .env("PROXPANEL_BASE_DOMAIN", BASE)
+            .args(["cert", "status"]),
+    );
+    assert_eq!(v["state"], "none", "{v}");
+    assert_eq!(v["names"], serde_json::json!([BASE, format!("*.{BASE}")]));
+    let err = usage_error(proxpanel(dir.path()).args(["cert", "renew"]));
+    assert!(err.contains("PROXPANEL_ACME_DIRECTORY"), "{err}");
+    let err = usage_error(proxpanel(dir.path()).args([
+        "cert",
+        "export",
+        "--dir",
+        dir.path().join("out").to_str().unwrap(),
+    ]));
+    assert!(err.contains("cert status"), "{err}");
+}
+
+#[test]
+fn an_unreachable_acme_server_is_recorded_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Nothing listens on this port: the account request fails at once.
+    let directory = format!("https://127.0.0.1:{}/dir", free_port());
+    let cli = || {
+        let mut c = proxpanel(dir.path());
+        c.env("PROXPANEL_BASE_DOMAIN", BASE)
+            .env("PROXPANEL_DNS_LISTEN", format!("127.0.0.1:{}", free_port()))
+            .env("PROXPANEL_ACME_DIRECTORY", &directory);
+        c
+    };
+    let _serve = Kill(
+        cli()
+            .env("PROXPANEL_ADMIN_LISTEN", admin.to_string())
+            .args(["serve", "--roles", "dns,workers"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(admin, "/readyz", Duration::from_secs(30));
+    let v = poll(Duration::from_secs(20), "the recorded error", || {
+        let v = json(cli().args(["cert", "status"]));
+        if v["last_error"].is_string() {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
+    });
+    let e = v["last_error"].as_str().unwrap();
+    assert!(
+        e.contains("ACME server") && e.contains("PROXPANEL_ACME_DIRECTORY"),
+        "{e}"
+    );
+    assert_eq!(v["state"], "none");
+    assert!(v["renewer"].as_str().is_some(), "{v}");
+    let (_, metrics) = http_get(admin, "/metrics").unwrap();
+    assert!(
+        metrics.contains("proxpanel_certificate_renewals_total{result=\"failed\"} 1"),
+        "{metrics}"
     );
 }
