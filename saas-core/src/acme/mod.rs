@@ -370,6 +370,7 @@ pub async fn issue(platform: &Platform, s: &AcmeSettings) -> Result<Issued, Acme
             added.push((name.clone(), value.clone()));
         }
         let mut names_to_check: Vec<&String> = wanted.iter().map(|(n, _)| n).collect();
+        names_to_check.sort();
         names_to_check.dedup();
         for name in names_to_check {
             let values: Vec<String> = wanted
