@@ -23,6 +23,9 @@ cd "$ROOT"
 EXTRA_APT_PACKAGES=(
     freeradius-utils     # radclient, for RADIUS end-to-end tests (tests/it/radius.rs)
     dnsutils             # dig, for DNS end-to-end tests (tests/it/dns.rs)
+    pebble               # the ACME test server, for the certificate end-to-end test (tests/it/acme.rs)
+    openssl              # openssl verify / s_client in tests/it/acme.rs
+    curl                 # HTTPS client in tests/it/acme.rs
 )
 
 # Python packages (PyPI) the end-to-end scripts in infra/e2e/ need, and the import that proves

@@ -61,6 +61,9 @@ pub enum Command {
     /// DNS records the zone serves beside the generated ones (ACME challenges, CAA, extras).
     #[command(subcommand)]
     Dns(DnsCmd),
+    /// The zone's TLS certificate (`<base>` and `*.<base>`, from ACME).
+    #[command(subcommand)]
+    Cert(CertCmd),
     /// Developer tools (load generators, simulators).
     #[command(subcommand)]
     Dev(DevCmd),
@@ -573,6 +576,22 @@ pub enum DnsTxtCmd {
         name: String,
         /// Only this value.
         value: Option<String>,
+    },
+}
+
+/// `cert` commands.
+#[derive(Debug, Subcommand)]
+pub enum CertCmd {
+    /// Names, validity, days left, renewal time and the last renewal error.
+    Status,
+    /// Renew now: asked of the `serve` node holding the renewal lease, or run here when no node
+    /// holds it (needs PROXPANEL_ACME_DIRECTORY and a DNS server answering the zone).
+    Renew,
+    /// Write `fullchain.pem` and `privkey.pem` (mode 0600) into DIR, for TLS left to nginx.
+    Export {
+        /// Directory to write into (created when missing).
+        #[arg(long)]
+        dir: std::path::PathBuf,
     },
 }
 

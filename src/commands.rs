@@ -123,6 +123,7 @@ async fn dispatch(ctx: &Context, as_json: bool, cmd: Command) -> Result<(), Fata
         Command::Nas(cmd) => nas(ctx, as_json, cmd).await,
         Command::Peer(cmd) => crate::peer_cmd::peer(ctx, as_json, cmd).await,
         Command::Dns(cmd) => crate::dns_cmd::dns(ctx, as_json, cmd).await,
+        Command::Cert(cmd) => crate::cert_cmd::cert(ctx, as_json, cmd).await,
         Command::Relay(crate::cli::RelayCmd::Show) => {
             crate::peer_cmd::relay_show(ctx, as_json).await
         }

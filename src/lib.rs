@@ -2,6 +2,7 @@
 
 mod admin;
 mod api_peers;
+mod cert_cmd;
 mod cli;
 mod commands;
 mod context;
@@ -10,6 +11,7 @@ mod dev_load;
 mod dev_sim;
 mod dns_cmd;
 mod dns_role;
+pub mod https;
 mod import;
 mod output;
 mod peer_cmd;

@@ -375,6 +375,29 @@ pub async fn start(
 ) -> Result<RelayHandle, Fatal> {
     let (secret, public) = node_key(&ctx.store, &ctx.config).await?;
     let c = &ctx.config;
+    // The key is made once, but PROXPANEL_WG_PUBLIC_ENDPOINT may change between starts: the
+    // node's row follows it, and DNS (SLUG.relay.<base>) with it.
+    let endpoint = c.wg_public_endpoint.map(|e| e.to_string());
+    if ctx
+        .store
+        .platform()
+        .set_relay_endpoint(&c.relay_node, endpoint.as_deref())
+        .await?
+    {
+        tracing::info!(node = %c.relay_node, endpoint = ?endpoint, "relay endpoint changed");
+        if let Err(e) = ctx
+            .platform
+            .bus()
+            .publish(
+                None,
+                saas_core::bus::kinds::DNS_CHANGED,
+                &serde_json::json!({"relay_node": c.relay_node}),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce the relay endpoint change; DNS picks it up on its next reload");
+        }
+    }
     let config = relay::relay::RelayConfig {
         handshakes_per_second: c.wg_handshake_rate,
         source_handshakes_per_second: c.wg_source_handshake_rate,

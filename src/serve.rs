@@ -67,11 +67,31 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             }
         });
     }
-    if ctx.config.has_role("api")
-        && let Listen::On(addr) = ctx.config.http_listen
-    {
-        let listener = ports::bind_tcp(addr, "API listener", "PROXPANEL_HTTP_LISTEN").await?;
-        let mut api = api_config(&ctx.config);
+    // ACME certificate metrics: the renewer and every HTTPS listener keep the expiry gauge.
+    let acme_settings = saas_core::acme::AcmeSettings::from_config(&ctx.config);
+    let https_on = ctx.config.has_role("api") && ctx.config.https_listen.addr().is_some();
+    let acme_metrics = (https_on || acme_settings.is_some())
+        .then(|| metrics.with_registry(saas_core::acme::AcmeMetrics::register));
+    if ctx.config.has_role("api") {
+        let http = ctx.config.http_listen.addr();
+        let https = ctx.config.https_listen.addr();
+        let http_listener = match http {
+            Some(addr) => {
+                Some(ports::bind_tcp(addr, "API listener", "PROXPANEL_HTTP_LISTEN").await?)
+            }
+            None => None,
+        };
+        let https_listener = match https {
+            Some(addr) => {
+                Some(ports::bind_tcp(addr, "HTTPS listener", "PROXPANEL_HTTPS_LISTEN").await?)
+            }
+            None => None,
+        };
+        let https_port = https_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        let mut api = api_config(&ctx.config, https_port);
         api.peers = Some(Arc::new(crate::api_peers::ApiPeers {
             store: ctx.store.clone(),
             config: ctx.config.clone(),
@@ -80,20 +100,77 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             .await
             .map_err(|e| Fatal::failure(format!("cannot start the API: {e}")))?;
         let router = tenant_api::app(state);
-        let mut stop = stop_rx.clone();
-        tracing::info!(%addr, base = %ctx.config.base_domain, "API listener: /api/v1 on SLUG.<base>, <base>, operator.<base>");
-        tasks.spawn(async move {
-            let r = axum::serve(
+        if let Some(listener) = https_listener {
+            let resolver = saas_core::acme::CertResolver::new();
+            tasks.spawn(saas_core::acme::follow(
+                ctx.store.clone(),
+                ctx.platform.bus().clone(),
+                ctx.config.base_domain.clone(),
+                resolver.clone(),
+                acme_metrics.clone().unwrap_or_default(),
+                stop_rx.clone(),
+            ));
+            let local = listener.local_addr().ok();
+            let tls = crate::https::TlsListener::start(
                 listener,
-                router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                Arc::new(resolver.server_config()),
+                stop_rx.clone(),
             )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
+            .map_err(|e| Fatal::failure(format!("HTTPS listener: {e}")))?;
+            let app = crate::https::with_peer_addr(router.clone());
+            let mut stop = stop_rx.clone();
+            tracing::info!(addr = ?local, base = %ctx.config.base_domain, "HTTPS listener (built-in TLS with the zone's ACME certificate)");
+            tasks.spawn(async move {
+                let r = axum::serve(
+                    tls,
+                    app.into_make_service_with_connect_info::<crate::https::TlsPeer>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+                if let Err(e) = r.await {
+                    tracing::error!(error = %e, "HTTPS listener failed");
+                }
             });
-            if let Err(e) = r.await {
-                tracing::error!(error = %e, "API listener failed");
-            }
-        });
+        }
+        if let Some(listener) = http_listener {
+            let addr = listener.local_addr().ok();
+            let app = match https_port {
+                Some(port) => {
+                    tracing::info!(addr = ?addr, https_port = port, "HTTP listener: 308 redirects to HTTPS");
+                    crate::https::redirect_router(port)
+                }
+                None => {
+                    tracing::info!(addr = ?addr, base = %ctx.config.base_domain, "API listener: /api/v1 on SLUG.<base>, <base>, operator.<base>");
+                    router
+                }
+            };
+            let mut stop = stop_rx.clone();
+            tasks.spawn(async move {
+                let r = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                });
+                if let Err(e) = r.await {
+                    tracing::error!(error = %e, "API listener failed");
+                }
+            });
+        }
+    }
+    if ctx.config.has_role("workers")
+        && let Some(settings) = acme_settings
+    {
+        let holder = format!("{}/{}", ctx.config.relay_node, uuid::Uuid::new_v4());
+        tasks.spawn(saas_core::acme::run(
+            ctx.platform.clone(),
+            settings,
+            acme_metrics.clone().unwrap_or_default(),
+            holder,
+            stop_rx.clone(),
+        ));
     }
     if ctx.config.has_role("radius") || ctx.config.has_role("relay") {
         let aaa_metrics = saas_core::aaa::AaaMetrics::register(&metrics);
@@ -263,15 +340,18 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// API settings from the configuration.
-fn api_config(c: &Config) -> tenant_api::ApiConfig {
+/// API settings from the configuration; panel URLs point at HTTPS when it runs here.
+fn api_config(c: &Config, https_port: Option<u16>) -> tenant_api::ApiConfig {
     let mut a = tenant_api::ApiConfig::new(c.base_domain.clone(), c.data_dir.clone());
     a.trusted_proxies = c.trusted_proxies.clone();
-    a.public_port = c
-        .http_listen
-        .addr()
-        .map(|s| s.port())
-        .filter(|p| *p != 80 && *p != 443);
+    a.public_port = match https_port {
+        Some(p) => {
+            a.public_scheme = "https".into();
+            Some(p)
+        }
+        None => c.http_listen.addr().map(|s| s.port()),
+    }
+    .filter(|p| *p != 80 && *p != 443);
     a.limits.enabled = c.login_rate_per_min > 0;
     a.limits.per_ip_per_minute = i64::from(c.login_rate_per_min);
     a

@@ -199,6 +199,8 @@ pub struct Config {
     pub acme_directory: Option<String>,
     /// ACME account contact.
     pub acme_contact: Option<String>,
+    /// Extra PEM roots trusted for the ACME server's own HTTPS (a private or test CA).
+    pub acme_ca_file: Option<PathBuf>,
     /// SMTP URL (None = outbox files).
     pub smtp_url: Option<UrlWithSecret>,
     /// Mail sender.
@@ -303,6 +305,7 @@ struct RawDns {
 struct RawAcme {
     directory: Option<String>,
     contact: Option<String>,
+    ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -579,6 +582,12 @@ pub const SETTINGS: &[Setting] = &[
         key: "acme.contact",
         default: "none",
         meaning: "ACME account e-mail",
+    },
+    Setting {
+        env: "PROXPANEL_ACME_CA_FILE",
+        key: "acme.ca_file",
+        default: "none",
+        meaning: "PEM file of extra roots trusted for the ACME server's own HTTPS, besides the Mozilla roots (a private or test ACME CA such as Pebble)",
     },
     Setting {
         env: "PROXPANEL_SMTP_URL",
@@ -920,6 +929,7 @@ impl Config {
             ingress_addrs,
             acme_directory: nonempty(take("acme.directory")).filter(|s| s != "off"),
             acme_contact: nonempty(take("acme.contact")),
+            acme_ca_file: nonempty(take("acme.ca_file")).map(PathBuf::from),
             smtp_url: nonempty(take("mail.smtp_url")).map(UrlWithSecret),
             mail_from: nonempty(take("mail.from")),
             log: nonempty(take("log")).unwrap_or_else(|| "info".into()),
@@ -1018,7 +1028,11 @@ fn flatten_file(raw: RawFile) -> Vec<(&'static str, String)> {
         ("dns.rrl", d.rrl.map(StrOrNum::text)),
     ]);
     let a = raw.acme.unwrap_or_default();
-    out.extend([("acme.directory", a.directory), ("acme.contact", a.contact)]);
+    out.extend([
+        ("acme.directory", a.directory),
+        ("acme.contact", a.contact),
+        ("acme.ca_file", a.ca_file),
+    ]);
     let m = raw.mail.unwrap_or_default();
     out.extend([("mail.smtp_url", m.smtp_url), ("mail.from", m.from)]);
     out.into_iter()

@@ -2,6 +2,7 @@
 //! relay, DNS, API and web crates plug into.
 
 pub mod aaa;
+pub mod acme;
 pub mod bus;
 pub mod cache;
 pub mod config;

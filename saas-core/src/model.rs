@@ -646,6 +646,29 @@ pub struct DnsRecord {
     pub created_at: DateTime<Utc>,
 }
 
+/// The certificate of the zone as stored (the private key stays sealed in the store).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredCertificate {
+    /// The zone it is for (`<base>`).
+    pub name: String,
+    /// Subject names asked for (`<base>`, `*.<base>`).
+    pub names: Vec<String>,
+    /// PEM chain, leaf first; None before the first issue.
+    pub chain_pem: Option<String>,
+    /// Start of validity.
+    pub not_before: Option<DateTime<Utc>>,
+    /// End of validity.
+    pub not_after: Option<DateTime<Utc>>,
+    /// When the current chain was stored.
+    pub issued_at: Option<DateTime<Utc>>,
+    /// Last issue or renewal attempt.
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    /// Error of the last attempt (cleared by a success).
+    pub last_error: Option<String>,
+    /// Last change of the row.
+    pub updated_at: DateTime<Utc>,
+}
+
 /// A relay node as the system scope sees it (no private key).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RelayNode {

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod acme;
 mod api;
 mod cli;
 mod coa;

@@ -1487,6 +1487,105 @@ impl PlatformScope {
         )
     }
 
+    /// The ACME account credentials (JSON, opened) registered with `directory`.
+    pub async fn acme_account(&self, directory: &str) -> Result<Option<String>> {
+        match dispatch!(self.store, acme_account(directory))? {
+            Some(sealed) => Ok(Some(self.store.secrets().open_str(&sealed)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores the ACME account credentials of `directory` (they hold the account key: sealed).
+    pub async fn save_acme_account(
+        &self,
+        directory: &str,
+        contact: Option<&str>,
+        credentials_json: &str,
+    ) -> Result<()> {
+        let sealed = self.store.secrets().seal_str(credentials_json);
+        dispatch!(
+            self.store,
+            acme_account_upsert(directory, contact, &sealed, now())
+        )
+    }
+
+    /// The certificate of `name` (the zone), without its key.
+    pub async fn certificate(&self, name: &str) -> Result<Option<StoredCertificate>> {
+        Ok(dispatch!(self.store, cert_get(name))?.map(|(c, _)| c))
+    }
+
+    /// The certificate of `name` with its private key PEM (opened), when one was issued.
+    pub async fn certificate_with_key(
+        &self,
+        name: &str,
+    ) -> Result<Option<(StoredCertificate, String)>> {
+        match dispatch!(self.store, cert_get(name))? {
+            Some((c, Some(sealed))) if c.chain_pem.is_some() => {
+                Ok(Some((c, self.store.secrets().open_str(&sealed)?)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores a newly issued chain and its key (sealed); clears the last error.
+    pub async fn save_certificate(
+        &self,
+        name: &str,
+        names: &[String],
+        chain_pem: &str,
+        key_pem: &str,
+        not_before: DateTime<Utc>,
+        not_after: DateTime<Utc>,
+    ) -> Result<()> {
+        let sealed = self.store.secrets().seal_str(key_pem);
+        dispatch!(
+            self.store,
+            cert_store(
+                name,
+                &names.join(","),
+                chain_pem,
+                &sealed,
+                not_before,
+                not_after,
+                now()
+            )
+        )
+    }
+
+    /// Records a failed issue or renewal (the stored chain, if any, stays).
+    pub async fn record_certificate_error(
+        &self,
+        name: &str,
+        names: &[String],
+        error: &str,
+    ) -> Result<()> {
+        dispatch!(self.store, cert_error(name, &names.join(","), error, now()))
+    }
+
+    /// Takes or extends the cluster-wide lease `name` for `holder` until `ttl` from now; false
+    /// when another holder's lease has not expired.
+    pub async fn try_lease(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool> {
+        let now_ms = Utc::now().timestamp_millis();
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX / 2);
+        dispatch!(
+            self.store,
+            lease_take(name, holder, now_ms, now_ms.saturating_add(ttl_ms))
+        )
+    }
+
+    /// The holder of an unexpired lease.
+    pub async fn lease_holder(&self, name: &str) -> Result<Option<String>> {
+        dispatch!(
+            self.store,
+            lease_holder(name, Utc::now().timestamp_millis())
+        )
+    }
+
+    /// Gives a lease up (only when `holder` holds it).
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        dispatch!(self.store, lease_release(name, holder))
+    }
+
     /// Registers or refreshes a relay node; the private key is sealed.
     pub async fn upsert_relay_node(
         &self,
@@ -1500,6 +1599,11 @@ impl PlatformScope {
             self.store,
             relay_upsert(name, public_key, &sealed, endpoint, now())
         )
+    }
+
+    /// Sets the endpoint routers dial for a relay node; true when it changed (the key stays).
+    pub async fn set_relay_endpoint(&self, name: &str, endpoint: Option<&str>) -> Result<bool> {
+        dispatch!(self.store, relay_set_endpoint(name, endpoint, now()))
     }
 
     /// A relay node's key pair (private key opened).

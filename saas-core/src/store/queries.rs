@@ -630,6 +630,12 @@ impl Db {
         sqlx::query("INSERT INTO wg_peers (id, tenant_id, nas_id, public_key, private_key, tunnel_address, relay_node, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
             .bind(id.0).bind(t.0).bind(nas.0).bind(public_key).bind(sealed_private).bind(addr).bind(relay).bind(now)
             .execute(&mut *tx).await?;
+        // The node holding the tenant's first peer becomes the tenant's relay node (DNS points
+        // SLUG.relay.<base> at it); a later peer on another node does not move the tenant.
+        if let Some(node) = relay {
+            sqlx::query("UPDATE tenants SET relay_node = $2, updated_at = $3 WHERE id = $1 AND relay_node IS NULL")
+                .bind(t.0).bind(node).bind(now).execute(&mut *tx).await?;
+        }
         let row = sqlx::query(q(format!("SELECT {PEER_COLS} FROM wg_peers WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
         tx.commit().await?;
         peer_row(&row)
@@ -1092,9 +1098,90 @@ impl Db {
         Ok(())
     }
 
+    pub(super) async fn relay_set_endpoint(&self, name: &str, endpoint: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
+        let res = sqlx::query("UPDATE relay_nodes SET endpoint = $2, last_seen = $3 WHERE name = $1 AND COALESCE(endpoint, '') <> COALESCE($2, '')")
+            .bind(name).bind(endpoint).bind(now).execute(self.app()).await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     pub(super) async fn relay_keys(&self, name: &str) -> Result<Option<(String, String)>> {
         let row = sqlx::query("SELECT public_key, private_key FROM relay_nodes WHERE name = $1").bind(name).fetch_optional(self.app()).await?;
         row.map(|r| Ok((r.try_get("public_key")?, r.try_get("private_key")?))).transpose()
+    }
+}
+
+// ---- ACME: accounts, the zone's certificate, leases ----
+
+const CERT_COLS: &str = "name, names, chain_pem, not_before, not_after, issued_at, last_attempt_at, last_error, updated_at";
+
+fn cert_row(r: &DbRow) -> Result<StoredCertificate> {
+    let names: String = r.try_get("names")?;
+    Ok(StoredCertificate {
+        name: r.try_get("name")?,
+        names: names.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        chain_pem: r.try_get("chain_pem")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        issued_at: r.try_get("issued_at")?,
+        last_attempt_at: r.try_get("last_attempt_at")?,
+        last_error: r.try_get("last_error")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+impl Db {
+    pub(super) async fn acme_account(&self, directory: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT credentials FROM acme_accounts WHERE directory = $1").bind(directory).fetch_optional(self.app()).await?)
+    }
+
+    pub(super) async fn acme_account_upsert(&self, directory: &str, contact: Option<&str>, sealed: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO acme_accounts (directory, contact, credentials, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (directory) DO UPDATE SET contact = excluded.contact, credentials = excluded.credentials")
+            .bind(directory).bind(contact).bind(sealed).bind(now).execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn cert_get(&self, name: &str) -> Result<Option<(StoredCertificate, Option<String>)>> {
+        let row = sqlx::query(q(format!("SELECT {CERT_COLS}, private_key FROM certificates WHERE name = $1"))).bind(name).fetch_optional(self.app()).await?;
+        row.map(|r| Ok((cert_row(&r)?, r.try_get("private_key")?))).transpose()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn cert_store(&self, name: &str, names: &str, chain: &str, sealed_key: &str, not_before: DateTime<Utc>, not_after: DateTime<Utc>, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO certificates (name, names, chain_pem, private_key, not_before, not_after, issued_at, last_attempt_at, last_error, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $7, NULL, $7)
+                     ON CONFLICT (name) DO UPDATE SET names = excluded.names, chain_pem = excluded.chain_pem, private_key = excluded.private_key,
+                        not_before = excluded.not_before, not_after = excluded.not_after, issued_at = excluded.issued_at,
+                        last_attempt_at = excluded.last_attempt_at, last_error = NULL, updated_at = excluded.updated_at")
+            .bind(name).bind(names).bind(chain).bind(sealed_key).bind(not_before).bind(not_after).bind(now)
+            .execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn cert_error(&self, name: &str, names: &str, error: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query("INSERT INTO certificates (name, names, last_attempt_at, last_error, updated_at) VALUES ($1, $2, $3, $4, $3)
+                     ON CONFLICT (name) DO UPDATE SET last_attempt_at = excluded.last_attempt_at, last_error = excluded.last_error, updated_at = excluded.updated_at")
+            .bind(name).bind(names).bind(now).bind(error)
+            .execute(self.app()).await?;
+        Ok(())
+    }
+
+    pub(super) async fn lease_take(&self, name: &str, holder: &str, now_ms: i64, expires_ms: i64) -> Result<bool> {
+        let res = sqlx::query("INSERT INTO leases (name, holder, expires_ms) VALUES ($1, $2, $3)
+                     ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
+                     WHERE leases.holder = excluded.holder OR leases.expires_ms < $4")
+            .bind(name).bind(holder).bind(expires_ms).bind(now_ms)
+            .execute(self.app()).await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    pub(super) async fn lease_holder(&self, name: &str, now_ms: i64) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1 AND expires_ms >= $2").bind(name).bind(now_ms).fetch_optional(self.app()).await?)
+    }
+
+    pub(super) async fn lease_release(&self, name: &str, holder: &str) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE name = $1 AND holder = $2").bind(name).bind(holder).execute(self.app()).await?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 mod aaa;
+mod acme;
 mod bus_cache;
 mod platform;
 mod routeros;

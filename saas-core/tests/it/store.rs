@@ -1099,3 +1099,65 @@ async fn deletes_keep_session_links_consistent_on_every_backend() {
         );
     }
 }
+
+#[tokio::test]
+async fn first_peer_assigns_the_tenant_relay_node_and_endpoints_follow_the_setting() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "relayed").await;
+        let b = tenant(&ts, "other").await;
+        assert_eq!(a.tenant().await.unwrap().relay_node, None);
+        let n1 = a.create_nas(&new_nas("n1", None, "s")).await.unwrap();
+        let n2 = a.create_nas(&new_nas("n2", None, "s")).await.unwrap();
+        a.create_peer(n1.id, "a2V5LTE=", None, "10.200.0.2/24", Some("relay-1"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.tenant().await.unwrap().relay_node.as_deref(),
+            Some("relay-1")
+        );
+        // A later peer on another node does not move the tenant; other tenants are untouched.
+        a.create_peer(n2.id, "a2V5LTI=", None, "10.200.0.3/24", Some("relay-2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            a.tenant().await.unwrap().relay_node.as_deref(),
+            Some("relay-1")
+        );
+        assert_eq!(b.tenant().await.unwrap().relay_node, None);
+        let live = ts.store.system().live_tenants().await.unwrap();
+        assert!(
+            live.iter()
+                .any(|(s, r)| s.as_str() == "relayed" && r.as_deref() == Some("relay-1"))
+        );
+
+        // The endpoint of a node follows PROXPANEL_WG_PUBLIC_ENDPOINT; the key stays.
+        let p = ts.store.platform();
+        p.upsert_relay_node("relay-1", "cHVi", "priv", Some("192.0.2.1:51820"))
+            .await
+            .unwrap();
+        assert!(
+            !p.set_relay_endpoint("relay-1", Some("192.0.2.1:51820"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            p.set_relay_endpoint("relay-1", Some("198.51.100.9:51820"))
+                .await
+                .unwrap()
+        );
+        let eps = ts.store.system().relay_endpoints().await.unwrap();
+        assert_eq!(
+            eps,
+            vec![(
+                "relay-1".to_string(),
+                Some("198.51.100.9:51820".to_string())
+            )]
+        );
+        assert!(p.set_relay_endpoint("relay-1", None).await.unwrap());
+        assert_eq!(
+            p.relay_node_keys("relay-1").await.unwrap().unwrap(),
+            ("cHVi".to_string(), "priv".to_string())
+        );
+        ts.store.close().await;
+    }
+}
