@@ -15,9 +15,6 @@ use crate::cli::{Cli, ServeArgs};
 use crate::context;
 use crate::{Fatal, admin, demo, dns_role, ports, radius_role, relay_role};
 
-/// Roles whose crates are not filled yet: `serve` says so instead of pretending.
-const NOT_YET_BUILT: [&str; 1] = ["web"];
-
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -67,10 +64,13 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
             }
         });
     }
-    if ctx.config.has_role("api")
+    // The panel and the API share one app and one listener: the API's host routing picks the
+    // tenant, `/api/` is the API, everything else the panel (web role).
+    let (api_role, web_role) = (ctx.config.has_role("api"), ctx.config.has_role("web"));
+    if (api_role || web_role)
         && let Listen::On(addr) = ctx.config.http_listen
     {
-        let listener = ports::bind_tcp(addr, "API listener", "PROXPANEL_HTTP_LISTEN").await?;
+        let listener = ports::bind_tcp(addr, "HTTP listener", "PROXPANEL_HTTP_LISTEN").await?;
         let mut api = api_config(&ctx.config);
         api.peers = Some(Arc::new(crate::api_peers::ApiPeers {
             store: ctx.store.clone(),
@@ -79,9 +79,16 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
         let state = tenant_api::AppState::new(ctx.platform.clone(), ctx.cache.clone(), api)
             .await
             .map_err(|e| Fatal::failure(format!("cannot start the API: {e}")))?;
-        let router = tenant_api::app(state);
+        let router = if web_role {
+            tenant_api::app_with_panels(
+                state.clone(),
+                web::panels(&state, web::WebConfig::default()),
+            )
+        } else {
+            tenant_api::app(state)
+        };
         let mut stop = stop_rx.clone();
-        tracing::info!(%addr, base = %ctx.config.base_domain, "API listener: /api/v1 on SLUG.<base>, <base>, operator.<base>");
+        tracing::info!(%addr, base = %ctx.config.base_domain, web = web_role, "HTTP listener: panel and /api/v1 on SLUG.<base>, <base>, operator.<base>");
         tasks.spawn(async move {
             let r = axum::serve(
                 listener,
@@ -229,11 +236,6 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
     {
         let (udp, tcp) = dns_role::bind(addr).await?;
         dns_role::start(&ctx, udp, tcp, &metrics, &mut tasks, stop_rx.clone()).await?;
-    }
-    for role in &ctx.config.roles {
-        if NOT_YET_BUILT.contains(&role.as_str()) {
-            tracing::info!(role = %role, "role not available in this build yet; skipped");
-        }
     }
     if ctx.config.has_role("workers") {
         // Stale = no accounting update for 3× the interim interval.
@@ -392,10 +394,10 @@ fn print_demo(config: &Config, c: &demo::DemoCredentials, as_json: bool) {
     };
     println!(
         "\nProxPanel demo — created: {created}\n\
-         \n  Operator console  http://operator.{base}:{http}/  (API: /api/v1; web panel not in this build yet)\
+         \n  Operator console  http://operator.{base}:{http}/  (API: /api/v1)\
          \n    login           {op} / {pw}\
          \n    TOTP enrolment  {totp}\
-         \n  Tenant panel      http://demo.{base}:{http}/  (API: /api/v1; web panel not in this build yet)\
+         \n  Tenant panel      http://demo.{base}:{http}/  (API: /api/v1)\
          \n    owner login     {owner} / {pw}\
          \n  Subscriber        {su} / {sp} (plan 10M: 10 Mbit/s down, 2 Mbit/s up)\
          \n  NAS               {nas} (mikrotik, direct), RADIUS secret {secret}\

@@ -10,3 +10,4 @@ mod radius;
 mod relay;
 mod serve;
 mod support;
+mod web;

@@ -1052,6 +1052,28 @@ impl TenantScope {
         dispatch!(self.store, auth_log_list(self.tenant, limit.clamp(1, 1000)))
     }
 
+    /// (time, outcome) of post-auth lines since `since`, newest first, at most `limit` (the
+    /// panel's dashboard buckets them by hour).
+    pub async fn auth_outcomes_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(DateTime<Utc>, String)>> {
+        dispatch!(
+            self.store,
+            auth_outcomes_since(self.tenant, since, limit.clamp(1, 200_000))
+        )
+    }
+
+    /// Sessions open now or stopped since `since`, newest first, at most `limit` (dashboard
+    /// charts and top users).
+    pub async fn sessions_since(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<Session>> {
+        dispatch!(
+            self.store,
+            sessions_since(self.tenant, since, limit.clamp(1, 100_000))
+        )
+    }
+
     /// Appends an audit line.
     pub async fn audit(
         &self,

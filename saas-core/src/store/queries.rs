@@ -883,6 +883,22 @@ impl Db {
             .collect()
     }
 
+    pub(super) async fn auth_outcomes_since(&self, t: TenantId, since: DateTime<Utc>, limit: i64) -> Result<Vec<(DateTime<Utc>, String)>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT at, outcome FROM auth_log WHERE tenant_id = $1 AND at >= $2 ORDER BY at DESC LIMIT $3")
+            .bind(t.0).bind(since).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok((r.try_get("at")?, r.try_get("outcome")?))).collect()
+    }
+
+    pub(super) async fn sessions_since(&self, t: TenantId, since: DateTime<Utc>, limit: i64) -> Result<Vec<Session>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query(q(format!("SELECT {SESSION_COLS} FROM radius_sessions WHERE tenant_id = $1 AND (stopped_at IS NULL OR stopped_at >= $2) ORDER BY started_at DESC LIMIT $3")))
+            .bind(t.0).bind(since).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(session_row).collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn audit_insert(&self, t: TenantId, actor: &str, action: &str, target: Option<&str>, details: Option<&str>, client_ip: Option<&str>, now: DateTime<Utc>) -> Result<()> {
         let mut tx = self.write(t).await?;

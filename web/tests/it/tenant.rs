@@ -1,0 +1,287 @@
+//! The tenant panel: roles, subscribers, plans, signup on the apex.
+
+use axum::http::StatusCode;
+
+use crate::support::*;
+
+#[tokio::test]
+async fn a_viewer_reads_but_cannot_change() {
+    let e = env().await;
+    provision(&e.platform, "acme").await;
+    let h = host("acme");
+    let mut b = Browser::default();
+    b.login(&e.app, "acme", "viewer@acme.example").await;
+    let list = b.get(&e.app, &h, "/subscribers").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(
+        !list.body.contains("New subscriber"),
+        "viewer sees the create button"
+    );
+    for path in [
+        "/subscribers/new",
+        "/plans/new",
+        "/routers/new",
+        "/users",
+        "/settings",
+        "/audit",
+    ] {
+        let r = b.get(&e.app, &h, path).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}");
+        assert!(r.body.contains("viewer"), "{path}: {}", r.body);
+    }
+    let csrf = list.csrf();
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            "/subscribers",
+            &[("_csrf", &csrf), ("username", "alice"), ("password", "pw")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            "/plans",
+            &[
+                ("_csrf", &csrf),
+                ("name", "x"),
+                ("download_kbps", "1"),
+                ("upload_kbps", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let subs = e
+        .platform
+        .tenant_ops("acme", saas_core::platform::Actor::cli())
+        .await
+        .unwrap();
+    assert!(
+        subs.scope()
+            .subscriber_by_username("alice")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn owner_manages_plans_and_subscribers_with_errors_next_to_fields() {
+    let e = env().await;
+    provision(&e.platform, "acme").await;
+    let h = host("acme");
+    let mut b = Browser::default();
+    b.login(&e.app, "acme", "owner@acme.example").await;
+    let csrf = b.get(&e.app, &h, "/plans/new").await.csrf();
+    // A plan with a bad rate is refused with the message next to the field.
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            "/plans",
+            &[
+                ("_csrf", &csrf),
+                ("name", "20M"),
+                ("download_kbps", "fast"),
+                ("upload_kbps", "4096"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        r.body
+            .contains("id=\"f-download_kbps-msg\">enter a whole number"),
+        "{}",
+        r.body
+    );
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            "/plans",
+            &[
+                ("_csrf", &csrf),
+                ("name", "20M"),
+                ("download_kbps", "20480"),
+                ("upload_kbps", "4096"),
+                ("price", "19.99"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let plans = b.get(&e.app, &h, "/plans").await;
+    assert!(
+        plans.body.contains("20480 / 4096") && plans.body.contains("19.99"),
+        "{}",
+        plans.body
+    );
+    let plan_id = e
+        .platform
+        .tenant_ops("acme", saas_core::platform::Actor::cli())
+        .await
+        .unwrap()
+        .plan_named("20M")
+        .await
+        .unwrap()
+        .id
+        .0
+        .to_string();
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            "/subscribers",
+            &[
+                ("_csrf", &csrf),
+                ("username", "alice"),
+                ("password", "pw1"),
+                ("plan", &plan_id),
+                ("static_ip", "not-an-ip"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("f-static_ip-msg\">"), "{}", r.body);
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            "/subscribers",
+            &[
+                ("_csrf", &csrf),
+                ("username", "alice"),
+                ("password", "pw1"),
+                ("plan", &plan_id),
+                ("expires", "2031-01-31"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let detail = r.location().to_owned();
+    let page = b.get(&e.app, &h, &detail).await;
+    assert!(
+        page.body.contains("alice")
+            && page.body.contains("20M")
+            && page.body.contains("2031-01-31"),
+        "{}",
+        page.body
+    );
+    // Search and filters.
+    let list = b.get(&e.app, &h, "/subscribers?q=ali&status=active").await;
+    assert!(list.body.contains(">alice</a>"));
+    let list = b.get(&e.app, &h, "/subscribers?q=zzz").await;
+    assert!(list.body.contains("No subscribers match"));
+    // Disable, then delete behind a confirmation page.
+    let id = detail
+        .trim_start_matches("/subscribers/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            &format!("/subscribers/{id}/status"),
+            &[("_csrf", &csrf), ("status", "disabled")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let list = b.get(&e.app, &h, "/subscribers?status=disabled").await;
+    assert!(list.body.contains(">alice</a>"));
+    let confirm = b
+        .get(&e.app, &h, &format!("/subscribers/{id}/delete"))
+        .await;
+    assert!(confirm.body.contains("Delete alice?"));
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            &format!("/subscribers/{id}/delete"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let list = b.get(&e.app, &h, "/subscribers").await;
+    assert!(!list.body.contains(">alice</a>"));
+    // The dashboard renders its charts.
+    let d = b.get(&e.app, &h, "/").await;
+    assert_eq!(d.status, StatusCode::OK);
+    assert!(d.body.contains("<svg") && d.body.contains("online sessions now"));
+}
+
+#[tokio::test]
+async fn signup_on_the_apex_shows_field_errors_then_links_the_new_panel() {
+    let e = env().await;
+    provision(&e.platform, "taken").await;
+    let mut b = Browser::default();
+    let form = b.get(&e.app, BASE, "/signup").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(
+        form.body
+            .contains("data-check-url=\"/api/v1/signup/check\"")
+    );
+    let csrf = form.csrf();
+    let r = b
+        .post(
+            &e.app,
+            BASE,
+            "/signup",
+            &[
+                ("_csrf", &csrf),
+                ("slug", "A!"),
+                ("name", ""),
+                ("email", "nope"),
+                ("password", "short"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for f in ["slug", "name", "email", "password"] {
+        assert!(
+            r.body
+                .contains(&format!("<p class=\"error\" id=\"f-{f}-msg\"")),
+            "{f}: {}",
+            r.body
+        );
+    }
+    let r = b
+        .post(
+            &e.app,
+            BASE,
+            "/signup",
+            &[
+                ("_csrf", &csrf),
+                ("slug", "taken"),
+                ("name", "X"),
+                ("email", "x@x.example"),
+                ("password", "long enough"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("already taken"), "{}", r.body);
+    let r = b
+        .post(
+            &e.app,
+            BASE,
+            "/signup",
+            &[
+                ("_csrf", &csrf),
+                ("slug", "newisp"),
+                ("name", "New ISP"),
+                ("email", "boss@newisp.example"),
+                ("password", "long enough"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("http://newisp.saas.test/"), "{}", r.body);
+    // The new panel answers at once.
+    let mut n = Browser::default();
+    let login = n.get(&e.app, &host("newisp"), "/login").await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.body.contains("New ISP"));
+}
