@@ -44,6 +44,7 @@ pub fn router(ws: &WebState) -> Router<WebState> {
         .route("/", get(tenants).post(create_tenant))
         .route("/tenants/new", get(new_tenant))
         .route("/tenants/{slug}/status", post(set_status))
+        .route("/tenants/{slug}/act-as", post(act_as))
         .route(
             "/tenants/{slug}/delete",
             get(confirm_delete).post(delete_tenant),
@@ -549,6 +550,79 @@ async fn set_status(
     };
     change_status(&ws, ip, &a, &slug, status).await?;
     Ok(see_other(&format!("/?done={}", f.status)))
+}
+
+#[derive(Template)]
+#[template(path = "op_act_as.html")]
+struct ActAsPage {
+    l: Layout,
+    slug: String,
+    link: String,
+    minutes: u64,
+}
+
+/// "Act as tenant": audited in the tenant's and the platform's log, then a one-time link (60 s)
+/// that opens a short session on the tenant's own host (its cookie cannot be set from here).
+async fn act_as(
+    State(ws): State<WebState>,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanPlatform>,
+    Path(slug): Path<String>,
+) -> WebResult {
+    let api = ws.api();
+    let t = api.platform().tenant_by_slug(&slug).await?;
+    if t.status != TenantStatus::Active {
+        return Err(Problem::conflict(format!(
+            "tenant {slug:?} is {}; resume it before acting on it",
+            t.status
+        ))
+        .into());
+    }
+    let tenant_api::auth::PrincipalKind::Operator(op) = a.0.kind else {
+        return Err(Problem::forbidden("only an operator may act as a tenant").into());
+    };
+    let actor = a.0.actor().0;
+    let ipt = ip.0.to_string();
+    api.store()
+        .tenant(t.id)
+        .audit_from(
+            &actor,
+            "operator.act_as",
+            Some(t.slug.as_str()),
+            Some("web panel"),
+            Some(&ipt),
+        )
+        .await?;
+    api.store()
+        .platform()
+        .audit_from(
+            &actor,
+            "operator.act_as",
+            Some(t.slug.as_str()),
+            Some("web panel"),
+            Some(&ipt),
+        )
+        .await?;
+    let ticket = saas_core::crypto::random_token(24);
+    let grant = serde_json::json!({"tenant": t.id.0, "operator": op.0, "email": a.0.name});
+    api.cache()
+        .set(
+            &format!("pp:web:actas:{ticket}"),
+            grant.to_string().as_bytes(),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(render(&ActAsPage {
+        l: layout(&v, format!("Act as {slug}")),
+        link: format!(
+            "{}act-as?ticket={ticket}",
+            api.config().panel_url(t.slug.as_str())
+        ),
+        slug,
+        minutes: tenant_api::auth::ACT_AS_TTL.as_secs() / 60,
+    }))
 }
 
 async fn confirm_delete(v: Visit, _a: Signed<CanPlatform>, Path(slug): Path<String>) -> WebResult {

@@ -44,12 +44,14 @@ pub fn router(ws: &WebState) -> Router<WebState> {
     Router::new()
         .merge(guarded)
         .route("/logout", post(logout))
+        .route("/act-as", get(act_as))
         .route("/", get(dashboard))
         .route("/subscribers", get(subscribers).post(create_subscriber))
         .route("/subscribers/new", get(new_subscriber))
         .route("/subscribers/{id}", get(subscriber).post(update_subscriber))
         .route("/subscribers/{id}/edit", get(edit_subscriber))
         .route("/subscribers/{id}/status", post(set_subscriber_status))
+        .route("/subscribers/{id}/renew", post(renew_subscriber))
         .route(
             "/subscribers/{id}/delete",
             get(confirm_delete_subscriber).post(delete_subscriber),
@@ -131,6 +133,7 @@ fn flash(done: Option<&str>) -> Option<String> {
         "enabled" => "Enabled.",
         "disabled" => "Disabled; its online sessions are being disconnected.",
         "disconnect" => "Disconnect requested; the router answers within seconds.",
+        "renewed" => "Renewed: the expiry moved by the plan's validity.",
         _ => return None,
     };
     Some(m.to_owned())
@@ -282,6 +285,49 @@ async fn logout(State(ws): State<WebState>, v: Visit) -> WebResult {
     }
     let mut r = see_other("/login");
     if let Ok(v) = HeaderValue::from_str(&session::clear_session_cookie()) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+#[derive(Debug, Deserialize)]
+struct TicketQ {
+    ticket: String,
+}
+
+/// The operator's one-time act-as link: a short session (the API's act-as lifetime) whose
+/// cookie names no refresh family; logout revokes its token id.
+async fn act_as(State(ws): State<WebState>, t: TenantHost, Query(q): Query<TicketQ>) -> WebResult {
+    let api = ws.api();
+    let key = format!("pp:web:actas:{}", q.ticket);
+    let grant = api.cache().get(&key).await.ok().flatten();
+    let _ = api.cache().delete(&key).await;
+    let grant: Option<serde_json::Value> = grant.and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(g) = grant.filter(|g| g["tenant"].as_str() == Some(t.0.id.0.to_string().as_str()))
+    else {
+        return Err(Problem::unauthorized(
+            "this act-as link is used, expired or for another account; ask for a new one in the operator console",
+        )
+        .into());
+    };
+    let op = g["operator"]
+        .as_str()
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| Problem::internal(&"act-as grant without operator"))?;
+    let email = g["email"].as_str().unwrap_or("operator");
+    let ttl = tenant_api::auth::ACT_AS_TTL;
+    let c = tenant_api::auth::claims(
+        op,
+        tenant_api::auth::TokenType::Panel,
+        Some(t.0.id),
+        tenant_api::roles::ApiRole::Operator,
+        email,
+        None,
+        ttl,
+    );
+    let jwt = api.tenant_keys().sign(&c)?;
+    let mut r = see_other("/");
+    if let Ok(v) = HeaderValue::from_str(&session::session_cookie(&jwt, ttl)) {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(r)
@@ -941,6 +987,40 @@ async fn set_subscriber_status(
         .update_subscriber(&s.username, &patch)
         .await?;
     Ok(see_other(&format!("/subscribers/{id}?done={done}")))
+}
+
+/// Extends the expiry by the plan's validity (30 days without one), from now or from the
+/// current expiry if it is later; an expired subscriber becomes active (as the API's renew).
+async fn renew_subscriber(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    ip: ClientIp,
+    a: Signed<CanSubscribers>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let s = find_sub(&ws, &t.0, id).await?;
+    let days = match s.plan_id {
+        Some(pid) => ws
+            .api()
+            .store()
+            .tenant(t.0.id)
+            .plan(pid)
+            .await?
+            .and_then(|p| p.validity_days),
+        None => None,
+    }
+    .unwrap_or(30);
+    let now = Utc::now();
+    let from = s.expires_at.filter(|e| *e > now).unwrap_or(now);
+    let patch = SubscriberPatch {
+        expires_at: Some(Some(from + ChronoDuration::days(days))),
+        status: (s.status == SubscriberStatus::Expired).then_some(SubscriberStatus::Active),
+        ..Default::default()
+    };
+    ops(&ws, &t, &a.0, ip)
+        .update_subscriber(&s.username, &patch)
+        .await?;
+    Ok(see_other(&format!("/subscribers/{id}?done=renewed")))
 }
 
 async fn confirm_delete_subscriber(

@@ -211,7 +211,28 @@ async fn principal(
             if c.typ != TokenType::Panel || c.tid != Some(t.id.0) {
                 return Ok(None);
             }
-            let Some(fam) = c.fam else { return Ok(None) };
+            let Some(fam) = c.fam else {
+                // An operator acting as this tenant: short-lived, no family; logout revokes it.
+                if c.role != ApiRole::Operator {
+                    return Ok(None);
+                }
+                let revoked = api
+                    .store()
+                    .platform()
+                    .access_token_revoked(&c.jti)
+                    .await
+                    .map_err(Problem::from)?;
+                if revoked {
+                    return Ok(None);
+                }
+                return Ok(Some(Principal {
+                    kind: PrincipalKind::ActAs(OperatorId(c.sub)),
+                    role: ApiRole::Operator,
+                    name: c.email.clone(),
+                    tenant: Some(t.id),
+                    claims: Some(c),
+                }));
+            };
             let scope = api.store().tenant(t.id);
             if !scope.refresh_is_live(fam).await.map_err(Problem::from)? {
                 return Ok(None);

@@ -64,6 +64,51 @@ async fn operator_enrols_then_suspends_a_tenant() {
     let list = b.get(&e.app, &op, "/").await;
     assert_eq!(list.status, StatusCode::OK);
     assert!(list.body.contains(">acme</a>"), "{}", list.body);
+    // Act as acme: an audited one-time link to acme's own host, used once.
+    let page = b
+        .post(
+            &e.app,
+            &op,
+            "/tenants/acme/act-as",
+            &[("_csrf", &list.csrf())],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let marker = "id=\"act-as-link\" href=\"http://acme.saas.test/";
+    let i = page.body.find(marker).unwrap() + marker.len() - 1;
+    let link = page.body[i..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    let mut acting = Browser::default();
+    let r = acting.get(&e.app, &host("acme"), &link).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let subs = acting.get(&e.app, &host("acme"), "/subscribers").await;
+    assert_eq!(subs.status, StatusCode::OK);
+    assert!(
+        subs.body.contains("ops@example.com (operator)"),
+        "{}",
+        subs.body
+    );
+    let audit = acting.get(&e.app, &host("acme"), "/audit").await;
+    assert!(audit.body.contains("operator.act_as"), "{}", audit.body);
+    let again = Browser::default().get(&e.app, &host("acme"), &link).await;
+    assert_eq!(again.status, StatusCode::UNAUTHORIZED);
+    // A fresh link opens nothing on another tenant's host.
+    let r = b
+        .post(
+            &e.app,
+            &op,
+            "/tenants/acme/act-as",
+            &[("_csrf", &list.csrf())],
+        )
+        .await;
+    let i = r.body.find(marker).unwrap() + marker.len() - 1;
+    let link = r.body[i..].split('"').next().unwrap().replace("&amp;", "&");
+    provision(&e.platform, "gamma").await;
+    let other = Browser::default().get(&e.app, &host("gamma"), &link).await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED);
     let r = b
         .post(
             &e.app,

@@ -285,3 +285,48 @@ async fn signup_on_the_apex_shows_field_errors_then_links_the_new_panel() {
     assert_eq!(login.status, StatusCode::OK);
     assert!(login.body.contains("New ISP"));
 }
+
+#[tokio::test]
+async fn each_dashboard_counts_only_its_own_tenant() {
+    let e = env().await;
+    provision(&e.platform, "acme").await;
+    provision(&e.platform, "beta").await;
+    let acme = e
+        .platform
+        .tenant_ops("acme", saas_core::platform::Actor::cli())
+        .await
+        .unwrap();
+    let entry = |outcome: &str| saas_core::model::AuthLogEntry {
+        at: chrono::Utc::now(),
+        nas_id: None,
+        username: "alice".into(),
+        method: Some("pap".into()),
+        outcome: outcome.into(),
+        reason: None,
+        calling_station_id: None,
+    };
+    acme.scope()
+        .log_auth(&[entry("accept"), entry("accept"), entry("reject")])
+        .await
+        .unwrap();
+    let stat = |body: &str, label: &str| -> String {
+        let i = body.find(&format!("<small>{label}")).unwrap();
+        let start = body[..i].rfind('>').unwrap() + 1;
+        body[start..i].trim().to_owned()
+    };
+    let mut a = Browser::default();
+    a.login(&e.app, "acme", "owner@acme.example").await;
+    let d = a.get(&e.app, &host("acme"), "/").await;
+    assert_eq!(stat(&d.body, "accepts, last hour"), "2", "{}", d.body);
+    assert_eq!(stat(&d.body, "rejects, last hour"), "1");
+    let mut b = Browser::default();
+    b.login(&e.app, "beta", "owner@beta.example").await;
+    let d = b.get(&e.app, &host("beta"), "/").await;
+    assert_eq!(stat(&d.body, "accepts, last hour"), "0");
+    assert_eq!(stat(&d.body, "rejects, last hour"), "0");
+    let log = b.get(&e.app, &host("beta"), "/auth-log").await;
+    assert!(
+        !log.body.contains("alice"),
+        "acme's auth log on beta's panel"
+    );
+}
