@@ -43,6 +43,7 @@ pub fn router(ws: &WebState) -> Router<WebState> {
         .route("/logout", post(logout))
         .route("/", get(tenants).post(create_tenant))
         .route("/tenants/new", get(new_tenant))
+        .route("/platform", get(platform))
         .route("/tenants/{slug}/status", post(set_status))
         .route("/tenants/{slug}/act-as", post(act_as))
         .route(
@@ -55,11 +56,18 @@ fn layout(v: &Visit, title: impl Into<String>) -> Layout {
     let mut l = Layout::bare(title, "ProxPanel operator", &v.csrf);
     if let Some(p) = &v.principal {
         l.user = Some(p.name.clone());
-        l.nav = vec![Nav {
-            href: "/",
-            label: "Tenants",
-            current: true,
-        }];
+        l.nav = vec![
+            Nav {
+                href: "/",
+                label: "Tenants",
+                current: false,
+            },
+            Nav {
+                href: "/platform",
+                label: "Relays, DNS, health",
+                current: false,
+            },
+        ];
     }
     l
 }
@@ -352,6 +360,9 @@ async fn tenants(
         })
         .collect();
     let mut l = layout(&v, "Tenants");
+    for n in &mut l.nav {
+        n.current = n.href == "/";
+    }
     l.flash = match q.done.as_deref() {
         Some("created") => Some("Tenant created.".into()),
         Some("suspended") => {
@@ -622,6 +633,105 @@ async fn act_as(
         ),
         slug,
         minutes: tenant_api::auth::ACT_AS_TTL.as_secs() / 60,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "op_platform.html")]
+struct PlatformPage {
+    l: Layout,
+    counts: Vec<(String, String)>,
+    relays: Vec<[String; 3]>,
+    peers: Vec<[String; 5]>,
+    dns: Vec<[String; 4]>,
+}
+
+/// Relay status (peers and handshakes per node, each peer's endpoint), DNS records and the
+/// platform's counts.
+async fn platform(State(ws): State<WebState>, v: Visit, _a: Signed<CanPlatform>) -> WebResult {
+    let api = ws.api();
+    let tenants = api.platform().tenants().await?;
+    let slug_of = |id: saas_core::ids::TenantId| {
+        tenants
+            .iter()
+            .find(|t| t.tenant.id == id)
+            .map(|t| t.tenant.slug.as_str().to_owned())
+            .unwrap_or_else(|| "—".into())
+    };
+    let mut counts: Vec<(String, String)> = TenantStatus::ALL
+        .iter()
+        .map(|st| {
+            let n = tenants.iter().filter(|t| t.tenant.status == *st).count();
+            (format!("tenants {st}"), n.to_string())
+        })
+        .collect();
+    counts.push((
+        "subscribers".into(),
+        tenants
+            .iter()
+            .map(|t| t.subscribers)
+            .sum::<i64>()
+            .to_string(),
+    ));
+    counts.push((
+        "online sessions".into(),
+        tenants.iter().map(|t| t.online).sum::<i64>().to_string(),
+    ));
+    counts.push((
+        "routers".into(),
+        tenants.iter().map(|t| t.nas).sum::<i64>().to_string(),
+    ));
+    let relay_peers = api.store().system().relay_peers().await?;
+    let mut nodes: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for p in &relay_peers {
+        let e = nodes
+            .entry(p.relay_node.clone().unwrap_or_else(|| "—".into()))
+            .or_default();
+        e.0 += 1;
+        if p.handshake_tai64.is_some() {
+            e.1 += 1;
+        }
+    }
+    let relays = nodes
+        .into_iter()
+        .map(|(n, (p, h))| [n, p.to_string(), h.to_string()])
+        .collect();
+    let peers = relay_peers
+        .iter()
+        .take(200)
+        .map(|p| {
+            [
+                slug_of(p.identity.tenant_id),
+                p.identity.tunnel_address.clone(),
+                p.relay_node.clone().unwrap_or_else(|| "—".into()),
+                p.endpoint.clone().unwrap_or_else(|| "not seen".into()),
+                if p.handshake_tai64.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    let dns = api
+        .store()
+        .system()
+        .dns_records()
+        .await?
+        .into_iter()
+        .map(|r| [r.name, r.rtype, r.value, r.ttl.to_string()])
+        .collect();
+    let mut l = layout(&v, "Relays, DNS, health");
+    for n in &mut l.nav {
+        n.current = n.href == "/platform";
+    }
+    Ok(render(&PlatformPage {
+        l,
+        counts,
+        relays,
+        peers,
+        dns,
     }))
 }
 

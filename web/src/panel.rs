@@ -58,6 +58,8 @@ pub fn router(ws: &WebState) -> Router<WebState> {
         )
         .route("/plans", get(plans).post(create_plan))
         .route("/plans/new", get(new_plan))
+        .route("/plans/{id}", post(update_plan))
+        .route("/plans/{id}/edit", get(edit_plan))
         .route("/routers", get(routers).post(create_router))
         .route("/routers/new", get(new_router))
         .route("/sessions", get(sessions))
@@ -1069,6 +1071,7 @@ struct PlansPage {
 }
 
 struct PlanRow {
+    id: String,
     name: String,
     rate: String,
     quota: String,
@@ -1104,6 +1107,7 @@ async fn plans(
                 .unwrap_or_else(|| "—".into()),
             price: format!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
             default: p.is_default,
+            id: p.id.0.to_string(),
             name: p.name,
         })
         .collect();
@@ -1138,12 +1142,26 @@ struct PlanForm {
     ip_pool: String,
 }
 
-fn plan_page(t: &Tenant, v: &Visit, f: &PlanForm, e: &Errors, top: Option<String>) -> FormPage {
+fn plan_page(
+    t: &Tenant,
+    v: &Visit,
+    f: &PlanForm,
+    e: &Errors,
+    top: Option<String>,
+    edit: Option<&Plan>,
+) -> FormPage {
+    let (heading, action) = match edit {
+        Some(p) => (
+            format!("Edit plan {}", p.name),
+            format!("/plans/{}", p.id.0),
+        ),
+        None => ("New plan".to_owned(), "/plans".to_owned()),
+    };
     FormPage {
-        l: layout(t, v, "New plan", "/plans"),
-        heading: "New plan".into(),
+        l: layout(t, v, heading.clone(), "/plans"),
+        heading,
         error: top,
-        action: "/plans".into(),
+        action,
         fields: vec![
             Field::new("name", "Name", "text")
                 .value(&f.name)
@@ -1187,7 +1205,11 @@ fn plan_page(t: &Tenant, v: &Visit, f: &PlanForm, e: &Errors, top: Option<String
                 .hint("Router pool name (Framed-Pool); optional.")
                 .errors(e),
         ],
-        submit: "Create plan",
+        submit: if edit.is_some() {
+            "Save plan"
+        } else {
+            "Create plan"
+        },
         cancel: "/plans".into(),
     }
 }
@@ -1198,6 +1220,7 @@ async fn new_plan(t: TenantHost, v: Visit, _a: Signed<CanSettings>) -> WebResult
         &v,
         &PlanForm::default(),
         &Errors::default(),
+        None,
         None,
     )))
 }
@@ -1238,6 +1261,52 @@ fn price_cents(e: &mut Errors, s: &str) -> i64 {
     w.saturating_mul(100).saturating_add(f)
 }
 
+/// The plan a form describes (`base` keeps what the form does not show: bursts, IPv6 pools,
+/// session timeout, simultaneous use).
+fn parse_plan(f: &PlanForm, e: &mut Errors, base: Option<&Plan>) -> NewPlan {
+    if f.name.trim().is_empty() {
+        e.add("name", "enter a name");
+    }
+    let down = num(e, "download_kbps", &f.download_kbps, true);
+    let up = num(e, "upload_kbps", &f.upload_kbps, true);
+    let quota = num(e, "quota_gb", &f.quota_gb, false);
+    let fup_down = num(e, "fup_download_kbps", &f.fup_download_kbps, false);
+    let fup_up = num(e, "fup_upload_kbps", &f.fup_upload_kbps, false);
+    let validity = num(e, "validity_days", &f.validity_days, false);
+    let price = price_cents(e, &f.price);
+    NewPlan {
+        name: f.name.trim().to_owned(),
+        download_kbps: down.unwrap_or(0),
+        upload_kbps: up.unwrap_or(0),
+        burst_download_kbps: base.and_then(|b| b.burst_download_kbps),
+        burst_upload_kbps: base.and_then(|b| b.burst_upload_kbps),
+        burst_threshold_kbps: base.and_then(|b| b.burst_threshold_kbps),
+        burst_time_s: base.and_then(|b| b.burst_time_s),
+        quota_bytes: quota.map(|g| g.saturating_mul(1_000_000_000)),
+        fup_download_kbps: fup_down,
+        fup_upload_kbps: fup_up,
+        validity_days: validity,
+        price_cents: price,
+        ip_pool: opt(&f.ip_pool),
+        ipv6_pool: base.and_then(|b| b.ipv6_pool.clone()),
+        delegated_ipv6_pool: base.and_then(|b| b.delegated_ipv6_pool.clone()),
+        session_timeout_s: base.and_then(|b| b.session_timeout_s),
+        sim_use: base.map(|b| b.sim_use),
+    }
+}
+
+fn plan_problem(p: Problem, e: &mut Errors) -> Option<String> {
+    let (pe, msg) = problem_errors(&p);
+    e.0.extend(pe.0);
+    match msg {
+        Some(m) if m.contains("already exists") => {
+            e.add("name", m);
+            None
+        }
+        m => m,
+    }
+}
+
 async fn create_plan(
     State(ws): State<WebState>,
     t: TenantHost,
@@ -1247,50 +1316,92 @@ async fn create_plan(
     Form(f): Form<PlanForm>,
 ) -> WebResult {
     let mut e = Errors::default();
-    if f.name.trim().is_empty() {
-        e.add("name", "enter a name");
-    }
-    let down = num(&mut e, "download_kbps", &f.download_kbps, true);
-    let up = num(&mut e, "upload_kbps", &f.upload_kbps, true);
-    let quota = num(&mut e, "quota_gb", &f.quota_gb, false);
-    let fup_down = num(&mut e, "fup_download_kbps", &f.fup_download_kbps, false);
-    let fup_up = num(&mut e, "fup_upload_kbps", &f.fup_upload_kbps, false);
-    let validity = num(&mut e, "validity_days", &f.validity_days, false);
-    let price = price_cents(&mut e, &f.price);
+    let p = parse_plan(&f, &mut e, None);
     let mut top = None;
     if e.is_empty() {
-        let p = NewPlan {
-            name: f.name.trim().to_owned(),
-            download_kbps: down.unwrap_or(0),
-            upload_kbps: up.unwrap_or(0),
-            burst_download_kbps: None,
-            burst_upload_kbps: None,
-            burst_threshold_kbps: None,
-            burst_time_s: None,
-            quota_bytes: quota.map(|g| g.saturating_mul(1_000_000_000)),
-            fup_download_kbps: fup_down,
-            fup_upload_kbps: fup_up,
-            validity_days: validity,
-            price_cents: price,
-            ip_pool: opt(&f.ip_pool),
-            ipv6_pool: None,
-            delegated_ipv6_pool: None,
-            session_timeout_s: None,
-            sim_use: None,
-        };
         match ops(&ws, &t, &a.0, ip).add_plan(&p).await {
             Ok(_) => return Ok(see_other("/plans?done=created")),
-            Err(err) => {
-                let (pe, msg) = problem_errors(&err.into());
-                e.0.extend(pe.0);
-                match msg {
-                    Some(m) if m.contains("already exists") => e.add("name", m),
-                    m => top = m,
-                }
-            }
+            Err(err) => top = plan_problem(err.into(), &mut e),
         }
     }
-    let page = plan_page(&t.0, &v, &f, &e, top);
+    let page = plan_page(&t.0, &v, &f, &e, top, None);
+    Ok(render_status(StatusCode::UNPROCESSABLE_ENTITY, &page))
+}
+
+async fn find_plan(ws: &WebState, t: &Tenant, id: Uuid) -> WebResult<Plan> {
+    ws.api()
+        .store()
+        .tenant(t.id)
+        .plan(PlanId(id))
+        .await?
+        .ok_or_else(|| Problem::not_found("there is no such plan in this account").into())
+}
+
+fn opt_num(n: Option<i64>) -> String {
+    n.map(|n| n.to_string()).unwrap_or_default()
+}
+
+async fn edit_plan(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    _a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let p = find_plan(&ws, &t.0, id).await?;
+    let f = PlanForm {
+        name: p.name.clone(),
+        download_kbps: p.download_kbps.to_string(),
+        upload_kbps: p.upload_kbps.to_string(),
+        quota_gb: opt_num(p.quota_bytes.map(|b| b / 1_000_000_000)),
+        fup_download_kbps: opt_num(p.fup_download_kbps),
+        fup_upload_kbps: opt_num(p.fup_upload_kbps),
+        validity_days: opt_num(p.validity_days),
+        price: format!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
+        ip_pool: p.ip_pool.clone().unwrap_or_default(),
+    };
+    Ok(render(&plan_page(
+        &t.0,
+        &v,
+        &f,
+        &Errors::default(),
+        None,
+        Some(&p),
+    )))
+}
+
+async fn update_plan(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+    Form(f): Form<PlanForm>,
+) -> WebResult {
+    let old = find_plan(&ws, &t.0, id).await?;
+    let mut e = Errors::default();
+    let p = parse_plan(&f, &mut e, Some(&old));
+    let mut top = None;
+    if e.is_empty() {
+        let o = ops(&ws, &t, &a.0, ip);
+        match o.scope().update_plan(old.id, &p).await {
+            Ok(plan) => {
+                o.audit("plan.update", &plan.name).await?;
+                // Online subscribers of the plan get the new rate at their next authentication;
+                // every AAA node drops its cached copy now.
+                ws.api()
+                    .platform()
+                    .bus()
+                    .publish(Some(t.0.id), kinds::PLAN_CHANGED, &json!({"plan": plan.id}))
+                    .await
+                    .map_err(|e| Problem::internal(&e))?;
+                return Ok(see_other("/plans?done=saved"));
+            }
+            Err(err) => top = plan_problem(err.into(), &mut e),
+        }
+    }
+    let page = plan_page(&t.0, &v, &f, &e, top, Some(&old));
     Ok(render_status(StatusCode::UNPROCESSABLE_ENTITY, &page))
 }
 

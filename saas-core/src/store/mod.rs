@@ -481,6 +481,19 @@ impl TenantScope {
         })
     }
 
+    /// Replaces a plan's settings (name included); NotFound when it is not this tenant's.
+    pub async fn update_plan(&self, id: PlanId, p: &NewPlan) -> Result<Plan> {
+        validate_plan(p)?;
+        dispatch!(self.store, plan_update(self.tenant, id, p))
+            .map_err(|e| match e {
+                StoreError::Db(e) => {
+                    conflict(e, || format!("a plan named {:?} already exists", p.name))
+                }
+                e => e,
+            })?
+            .ok_or_else(|| StoreError::NotFound(format!("plan {id}")))
+    }
+
     /// All plans, by name.
     pub async fn plans(&self) -> Result<Vec<Plan>> {
         dispatch!(self.store, plans_list(self.tenant))

@@ -64,6 +64,9 @@ async fn operator_enrols_then_suspends_a_tenant() {
     let list = b.get(&e.app, &op, "/").await;
     assert_eq!(list.status, StatusCode::OK);
     assert!(list.body.contains(">acme</a>"), "{}", list.body);
+    let plat = b.get(&e.app, &op, "/platform").await;
+    assert_eq!(plat.status, StatusCode::OK, "{}", plat.body);
+    assert!(plat.body.contains("tenants active") && plat.body.contains("DNS records"));
     // Act as acme: an audited one-time link to acme's own host, used once.
     let page = b
         .post(

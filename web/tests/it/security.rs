@@ -223,3 +223,84 @@ async fn a_suspended_tenant_shows_the_suspension_and_an_unknown_one_a_page() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(r.body.contains("<html"), "{}", r.body);
 }
+
+#[tokio::test]
+async fn ids_of_another_tenant_are_not_found_on_this_tenants_panel() {
+    let e = env().await;
+    provision(&e.platform, "acme").await;
+    provision(&e.platform, "beta").await;
+    let acme = e
+        .platform
+        .tenant_ops("acme", saas_core::platform::Actor::cli())
+        .await
+        .unwrap();
+    let plan = acme.scope().plans().await.unwrap();
+    let plan_id = plan.first().map(|p| p.id.0.to_string());
+    let sub = acme
+        .add_subscriber(
+            saas_core::model::NewSubscriber {
+                username: "alice".into(),
+                password: "pw".into(),
+                plan_id: None,
+                expires_at: None,
+                static_ip: None,
+                framed_ipv6_prefix: None,
+                delegated_ipv6_prefix: None,
+                mac_lock: None,
+                sim_use: None,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let mut b = Browser::default();
+    b.login(&e.app, "beta", "owner@beta.example").await;
+    let h = host("beta");
+    let csrf = b.get(&e.app, &h, "/").await.csrf();
+    let sid = sub.id.0.to_string();
+    for path in [
+        format!("/subscribers/{sid}"),
+        format!("/subscribers/{sid}/edit"),
+    ] {
+        let r = b.get(&e.app, &h, &path).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!r.body.contains("alice"));
+    }
+    for path in [
+        format!("/subscribers/{sid}/delete"),
+        format!("/subscribers/{sid}/renew"),
+    ] {
+        let r = b.post(&e.app, &h, &path, &[("_csrf", &csrf)]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    if let Some(pid) = plan_id {
+        let r = b
+            .post(
+                &e.app,
+                &h,
+                &format!("/plans/{pid}"),
+                &[
+                    ("_csrf", &csrf),
+                    ("name", "hijack"),
+                    ("download_kbps", "1"),
+                    ("upload_kbps", "1"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let still = acme
+            .scope()
+            .plan(saas_core::ids::PlanId(uuid::Uuid::parse_str(&pid).unwrap()))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(still.name, "hijack");
+    }
+    assert!(
+        acme.scope()
+            .subscriber_by_username("alice")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -117,6 +117,34 @@ async fn owner_manages_plans_and_subscribers_with_errors_next_to_fields() {
         "{}",
         plans.body
     );
+    // Edit it: the form comes back filled in; the change shows in the list.
+    let end = plans.body.find("/edit\"").unwrap() + "/edit".len();
+    let start = plans.body[..end].rfind("href=\"").unwrap() + "href=\"".len();
+    let edit = plans.body[start..end].to_owned();
+    let form = b.get(&e.app, &h, &edit).await;
+    assert!(form.body.contains("value=\"20480\""), "{}", form.body);
+    let action = edit.trim_end_matches("/edit").to_owned();
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            &action,
+            &[
+                ("_csrf", &csrf),
+                ("name", "20M"),
+                ("download_kbps", "25600"),
+                ("upload_kbps", "5120"),
+                ("price", "21"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let plans = b.get(&e.app, &h, "/plans").await;
+    assert!(
+        plans.body.contains("25600 / 5120") && plans.body.contains("21.00"),
+        "{}",
+        plans.body
+    );
     let plan_id = e
         .platform
         .tenant_ops("acme", saas_core::platform::Actor::cli())
@@ -168,6 +196,24 @@ async fn owner_manages_plans_and_subscribers_with_errors_next_to_fields() {
         "{}",
         page.body
     );
+    // Renew adds 30 days (the plan has no validity) to the later expiry.
+    let id0 = detail
+        .trim_start_matches("/subscribers/")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(
+            &e.app,
+            &h,
+            &format!("/subscribers/{id0}/renew"),
+            &[("_csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = b.get(&e.app, &h, &format!("/subscribers/{id0}")).await;
+    assert!(page.body.contains("2031-03-02"), "{}", page.body);
     // Search and filters.
     let list = b.get(&e.app, &h, "/subscribers?q=ali&status=active").await;
     assert!(list.body.contains(">alice</a>"));
