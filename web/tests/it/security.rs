@@ -226,7 +226,12 @@ async fn a_suspended_tenant_shows_the_suspension_and_an_unknown_one_a_page() {
 
 #[tokio::test]
 async fn ids_of_another_tenant_are_not_found_on_this_tenants_panel() {
-    let e = env().await;
+    for e in each_env().await {
+        foreign_ids_on(e).await;
+    }
+}
+
+async fn foreign_ids_on(e: Env) {
     provision(&e.platform, "acme").await;
     provision(&e.platform, "beta").await;
     let acme = e

@@ -42,9 +42,22 @@ pub async fn app_over(ts: &TestStore) -> (Platform, Router) {
 }
 
 pub async fn env() -> Env {
-    let ts = saas_core::testing::sqlite().await;
+    env_on(saas_core::testing::sqlite().await).await
+}
+
+/// The app over a given store (tests that run on every backend).
+pub async fn env_on(ts: TestStore) -> Env {
     let (platform, app) = app_over(&ts).await;
     Env { ts, platform, app }
+}
+
+/// One environment per backend: SQLite, and PostgreSQL (under RLS) when the test services run.
+pub async fn each_env() -> Vec<Env> {
+    let mut out = Vec::new();
+    for ts in saas_core::testing::each_backend().await {
+        out.push(env_on(ts).await);
+    }
+    out
 }
 
 pub async fn provision(p: &Platform, slug: &str) {

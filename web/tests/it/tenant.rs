@@ -334,7 +334,12 @@ async fn signup_on_the_apex_shows_field_errors_then_links_the_new_panel() {
 
 #[tokio::test]
 async fn each_dashboard_counts_only_its_own_tenant() {
-    let e = env().await;
+    for e in each_env().await {
+        dashboard_counts_on(e).await;
+    }
+}
+
+async fn dashboard_counts_on(e: Env) {
     provision(&e.platform, "acme").await;
     provision(&e.platform, "beta").await;
     let acme = e
