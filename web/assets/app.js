@@ -45,4 +45,27 @@
     };
     slug.addEventListener("input", function () { clearTimeout(timer); timer = setTimeout(check, 250); });
   }
+
+  // Router onboarding checklist: <ol data-checklist-url> polled every 3 s until complete.
+  var list = document.querySelector("[data-checklist-url]");
+  if (list && window.fetch) {
+    var poll = function () {
+      fetch(list.getAttribute("data-checklist-url"), { headers: { Accept: "application/json" }, credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.json() : null; })
+        .then(function (s) {
+          if (!s) return;
+          var all = true;
+          ["handshake", "radius", "accept"].forEach(function (k) {
+            var li = list.querySelector('[data-step="' + k + '"]');
+            if (!li) return;
+            li.classList.toggle("done", !!s[k]);
+            li.querySelector(".mark").textContent = s[k] ? "\u2713" : "\u2026";
+            all = all && !!s[k];
+          });
+          if (!all) setTimeout(poll, 3000);
+        })
+        .catch(function () { setTimeout(poll, 10000); });
+    };
+    setTimeout(poll, 3000);
+  }
 })();

@@ -11,7 +11,7 @@ use axum::extract::{Form, FromRequestParts, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::from_fn_with_state;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{Duration as ChronoDuration, Utc};
 use saas_core::bus::kinds;
@@ -62,6 +62,8 @@ pub fn router(ws: &WebState) -> Router<WebState> {
         .route("/plans/{id}/edit", get(edit_plan))
         .route("/routers", get(routers).post(create_router))
         .route("/routers/new", get(new_router))
+        .route("/routers/{id}", get(router_page_detail))
+        .route("/routers/{id}/checklist", get(router_checklist))
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/disconnect", post(disconnect))
         .route("/auth-log", get(auth_log))
@@ -352,6 +354,7 @@ struct Dashboard {
 }
 
 struct NasRow {
+    id: String,
     name: String,
     reach: String,
     tunnel: String,
@@ -420,6 +423,7 @@ fn ago(t: Option<chrono::DateTime<Utc>>, tz: &str) -> String {
 
 fn nas_row(n: &Nas, tz: &str) -> NasRow {
     NasRow {
+        id: n.id.0.to_string(),
         name: n.name.clone(),
         reach: match n.reach {
             NasReach::Tunnel => "WireGuard tunnel".into(),
@@ -1486,6 +1490,8 @@ async fn new_router(t: TenantHost, v: Visit, _a: Signed<CanSettings>) -> WebResu
 #[template(path = "router_script.html")]
 struct ScriptPage {
     l: Layout,
+    id: String,
+    steps: Checklist,
     name: String,
     tunnel_address: String,
     endpoint: String,
@@ -1529,12 +1535,14 @@ async fn create_router(
             use_ssl: false,
         };
         match o.add_nas(&nas).await {
-            Ok(_) => {
+            Ok(nas) => {
                 let key = opt(&f.public_key);
                 match peers.add_peer(&o, &name, key.as_deref()).await {
                     Ok(p) => {
                         let page = ScriptPage {
                             l: layout(&t.0, &v, format!("Router {name}"), "/routers"),
+                            id: nas.id.0.to_string(),
+                            steps: Checklist::default(),
                             tunnel_address: p["tunnel_address"].as_str().unwrap_or("").into(),
                             endpoint: match (
                                 p["relay_endpoint_host"].as_str(),
@@ -1579,6 +1587,73 @@ async fn create_router(
         StatusCode::UNPROCESSABLE_ENTITY,
         &router_page(&t.0, &v, &f, &e, top),
     ))
+}
+
+/// The onboarding steps of a router, as far as they have happened.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Checklist {
+    /// A WireGuard handshake was seen (or, for a direct NAS, not needed).
+    pub handshake: bool,
+    /// A RADIUS packet arrived from it (Accounting-On comes first after the script).
+    pub radius: bool,
+    /// A subscriber was accepted through it.
+    pub accept: bool,
+}
+
+async fn checklist(ws: &WebState, t: &Tenant, id: Uuid) -> WebResult<(Nas, Checklist)> {
+    let scope = ws.api().store().tenant(t.id);
+    let nas = scope
+        .nas(NasId(id))
+        .await?
+        .ok_or_else(|| Problem::not_found("there is no such router in this account"))?;
+    let accept = scope
+        .auth_log(1000)
+        .await?
+        .iter()
+        .any(|x| x.nas_id == Some(nas.id) && x.outcome == "accept");
+    let c = Checklist {
+        handshake: nas.reach != NasReach::Tunnel || nas.last_handshake_at.is_some(),
+        radius: nas.radius_last_seen.is_some(),
+        accept,
+    };
+    Ok((nas, c))
+}
+
+/// JSON of the checklist, polled by the router page's script (the page shows the same on
+/// reload without it).
+async fn router_checklist(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    _a: Signed<CanRead>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let (_, c) = checklist(&ws, &t.0, id).await?;
+    Ok(axum::Json(c).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "router.html")]
+struct RouterPage {
+    l: Layout,
+    id: String,
+    steps: Checklist,
+    n: NasRow,
+}
+
+async fn router_page_detail(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    _a: Signed<CanRead>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let (nas, steps) = checklist(&ws, &t.0, id).await?;
+    Ok(render(&RouterPage {
+        l: layout(&t.0, &v, format!("Router {}", nas.name), "/routers"),
+        id: nas.id.0.to_string(),
+        steps,
+        n: nas_row(&nas, &t.0.timezone),
+    }))
 }
 
 // ---- sessions and logs ----

@@ -381,3 +381,73 @@ async fn dashboard_counts_on(e: Env) {
         "acme's auth log on beta's panel"
     );
 }
+
+#[tokio::test]
+async fn a_routers_checklist_follows_its_first_radius_and_accept() {
+    let e = env().await;
+    provision(&e.platform, "acme").await;
+    provision(&e.platform, "beta").await;
+    let acme = e
+        .platform
+        .tenant_ops("acme", saas_core::platform::Actor::cli())
+        .await
+        .unwrap();
+    let nas = acme
+        .add_nas(&saas_core::model::NewNas {
+            name: "core-1".into(),
+            vendor: saas_core::model::NasVendor::Mikrotik,
+            ip: Some("192.0.2.77".parse().unwrap()),
+            secret: "s3cret".into(),
+            message_auth: saas_core::model::MessageAuthPolicy::Auto,
+            coa_port: 3799,
+            api_user: None,
+            api_password: None,
+            use_ssl: false,
+        })
+        .await
+        .unwrap();
+    let id = nas.id.0.to_string();
+    let mut b = Browser::default();
+    b.login(&e.app, "acme", "owner@acme.example").await;
+    let h = host("acme");
+    let page = b.get(&e.app, &h, &format!("/routers/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body
+            .contains(&format!("data-checklist-url=\"/routers/{id}/checklist\""))
+    );
+    let state = |r: &Resp| serde_json::from_str::<serde_json::Value>(&r.body).unwrap();
+    let r = b.get(&e.app, &h, &format!("/routers/{id}/checklist")).await;
+    assert_eq!(
+        state(&r),
+        serde_json::json!({"handshake": true, "radius": false, "accept": false})
+    );
+    acme.scope()
+        .touch_nas(nas.id, chrono::Utc::now())
+        .await
+        .unwrap();
+    acme.scope()
+        .log_auth(&[saas_core::model::AuthLogEntry {
+            at: chrono::Utc::now(),
+            nas_id: Some(nas.id),
+            username: "alice".into(),
+            method: Some("pap".into()),
+            outcome: "accept".into(),
+            reason: None,
+            calling_station_id: None,
+        }])
+        .await
+        .unwrap();
+    let r = b.get(&e.app, &h, &format!("/routers/{id}/checklist")).await;
+    assert_eq!(
+        state(&r),
+        serde_json::json!({"handshake": true, "radius": true, "accept": true})
+    );
+    // Another tenant's panel does not know this router.
+    let mut o = Browser::default();
+    o.login(&e.app, "beta", "owner@beta.example").await;
+    let r = o
+        .get(&e.app, &host("beta"), &format!("/routers/{id}/checklist"))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
