@@ -128,6 +128,10 @@ try {
   await page.waitForSelector("table >> text=alice");
   await expectText("20M");
   await shot("08-subscribers");
+  // The same list on a phone-sized screen.
+  await page.setViewportSize({ width: 390, height: 844 });
+  await shot("08b-subscribers-phone");
+  await page.setViewportSize({ width: 1200, height: 900 });
 
   step("add a router");
   await page.click("nav.main >> text=Routers");

@@ -309,3 +309,22 @@ async fn foreign_ids_on(e: Env) {
             .is_some()
     );
 }
+
+#[tokio::test]
+async fn a_session_expires_after_its_lifetime() {
+    let ts = saas_core::testing::sqlite().await;
+    let wc = web::WebConfig {
+        session_ttl: std::time::Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (platform, app) = app_with(&ts, wc).await;
+    provision(&platform, "acme").await;
+    let mut b = Browser::default();
+    let r = b.login(&app, "acme", "owner@acme.example").await;
+    assert!(r.set_cookies().iter().any(|c| c.contains("Max-Age=1;")));
+    assert_eq!(b.get(&app, &host("acme"), "/").await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let r = b.get(&app, &host("acme"), "/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert!(r.location().starts_with("/login"));
+}

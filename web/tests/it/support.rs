@@ -27,6 +27,10 @@ pub struct Env {
 }
 
 pub async fn app_over(ts: &TestStore) -> (Platform, Router) {
+    app_with(ts, web::WebConfig::default()).await
+}
+
+pub async fn app_with(ts: &TestStore, wc: web::WebConfig) -> (Platform, Router) {
     let bus = Bus::start(ts.store.clone(), None).await.expect("bus");
     let platform = Platform::new(ts.store.clone(), bus, HashCost::cheap(), "10.200.0.0/24");
     let mut cfg = ApiConfig::new(BASE, ts.dir.path());
@@ -34,10 +38,7 @@ pub async fn app_over(ts: &TestStore) -> (Platform, Router) {
     let state = AppState::new(platform.clone(), Arc::new(MemoryCache::default()), cfg)
         .await
         .expect("api state");
-    let app = tenant_api::app_with_panels(
-        state.clone(),
-        web::panels(&state, web::WebConfig::default()),
-    );
+    let app = tenant_api::app_with_panels(state.clone(), web::panels(&state, wc));
     (platform, app)
 }
 
