@@ -7,7 +7,8 @@
 # them with apt-get when missing and running as root), installs the end-to-end
 # tools (radclient from freeradius-utils; pyrad, pycryptodome and librouteros with pip;
 # wireguard-go, wg and friends for the real-peer harness via
-# infra/e2e/install-wg.sh), checks the dependency
+# infra/e2e/install-wg.sh; Debian's chromium and, with npm ci, playwright-core for the
+# browser test of the web panel), checks the dependency
 # tree for a single TLS crypto backend (ring), then runs
 #     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
 # Works from any directory. CI runs it via .ci/run as root with CI=true.
@@ -26,6 +27,8 @@ EXTRA_APT_PACKAGES=(
     pebble               # the ACME test server, for the certificate end-to-end test (tests/it/acme.rs)
     openssl              # openssl verify / s_client in tests/it/acme.rs
     curl                 # HTTPS client in tests/it/acme.rs
+    chromium             # headless browser of the web panel's browser test (tests/it/web.rs)
+    fonts-liberation     # readable text in its screenshots
 )
 
 # Python packages (PyPI) the end-to-end scripts in infra/e2e/ need, and the import that proves
@@ -97,6 +100,22 @@ ensure_python_packages() {
     fi
 }
 ensure_python_packages
+
+# Node.js and the browser test's npm packages (playwright-core only; it drives Debian's chromium,
+# so no browser download: PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD). `npm ci` when the lock file changed.
+ensure_node_packages() {
+    local dir="$ROOT/infra/e2e/web"
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        phase "installing Node.js"
+        pp_apt_install nodejs npm
+    fi
+    if [ ! -d "$dir/node_modules/playwright-core" ] \
+        || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+        phase "installing the browser test's npm packages (npm ci in infra/e2e/web)"
+        (cd "$dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+ensure_node_packages
 
 if ! cargo nextest --version >/dev/null 2>&1; then
     phase "installing cargo-nextest"

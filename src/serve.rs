@@ -15,9 +15,6 @@ use crate::cli::{Cli, ServeArgs};
 use crate::context;
 use crate::{Fatal, admin, demo, dns_role, ports, radius_role, relay_role};
 
-/// Roles whose crates are not filled yet: `serve` says so instead of pretending.
-const NOT_YET_BUILT: [&str; 1] = ["web"];
-
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
@@ -69,15 +66,18 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
     }
     // ACME certificate metrics: the renewer and every HTTPS listener keep the expiry gauge.
     let acme_settings = saas_core::acme::AcmeSettings::from_config(&ctx.config);
-    let https_on = ctx.config.has_role("api") && ctx.config.https_listen.addr().is_some();
+    // The panel and the API share one app and its listeners: the API's host routing picks the
+    // tenant, `/api/` is the API, everything else the panel (web role).
+    let (api_role, web_role) = (ctx.config.has_role("api"), ctx.config.has_role("web"));
+    let https_on = (api_role || web_role) && ctx.config.https_listen.addr().is_some();
     let acme_metrics = (https_on || acme_settings.is_some())
         .then(|| metrics.with_registry(saas_core::acme::AcmeMetrics::register));
-    if ctx.config.has_role("api") {
+    if api_role || web_role {
         let http = ctx.config.http_listen.addr();
         let https = ctx.config.https_listen.addr();
         let http_listener = match http {
             Some(addr) => {
-                Some(ports::bind_tcp(addr, "API listener", "PROXPANEL_HTTP_LISTEN").await?)
+                Some(ports::bind_tcp(addr, "HTTP listener", "PROXPANEL_HTTP_LISTEN").await?)
             }
             None => None,
         };
@@ -99,7 +99,14 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
         let state = tenant_api::AppState::new(ctx.platform.clone(), ctx.cache.clone(), api)
             .await
             .map_err(|e| Fatal::failure(format!("cannot start the API: {e}")))?;
-        let router = tenant_api::app(state);
+        let router = if web_role {
+            tenant_api::app_with_panels(
+                state.clone(),
+                web::panels(&state, web::WebConfig::default()),
+            )
+        } else {
+            tenant_api::app(state)
+        };
         if let Some(listener) = https_listener {
             let resolver = saas_core::acme::CertResolver::new();
             tasks.spawn(saas_core::acme::follow(
@@ -141,7 +148,7 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
                     crate::https::redirect_router(port)
                 }
                 None => {
-                    tracing::info!(addr = ?addr, base = %ctx.config.base_domain, "API listener: /api/v1 on SLUG.<base>, <base>, operator.<base>");
+                    tracing::info!(addr = ?addr, base = %ctx.config.base_domain, web = web_role, "HTTP listener: panel and /api/v1 on SLUG.<base>, <base>, operator.<base>");
                     router
                 }
             };
@@ -300,11 +307,6 @@ pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
     {
         let (udp, tcp) = dns_role::bind(addr).await?;
         dns_role::start(&ctx, udp, tcp, &metrics, &mut tasks, stop_rx.clone()).await?;
-    }
-    for role in &ctx.config.roles {
-        if NOT_YET_BUILT.contains(&role.as_str()) {
-            tracing::info!(role = %role, "role not available in this build yet; skipped");
-        }
     }
     if ctx.config.has_role("workers") {
         // Stale = no accounting update for 3× the interim interval.
@@ -466,10 +468,10 @@ fn print_demo(config: &Config, c: &demo::DemoCredentials, as_json: bool) {
     };
     println!(
         "\nProxPanel demo — created: {created}\n\
-         \n  Operator console  http://operator.{base}:{http}/  (API: /api/v1; web panel not in this build yet)\
+         \n  Operator console  http://operator.{base}:{http}/  (API: /api/v1)\
          \n    login           {op} / {pw}\
          \n    TOTP enrolment  {totp}\
-         \n  Tenant panel      http://demo.{base}:{http}/  (API: /api/v1; web panel not in this build yet)\
+         \n  Tenant panel      http://demo.{base}:{http}/  (API: /api/v1)\
          \n    owner login     {owner} / {pw}\
          \n  Subscriber        {su} / {sp} (plan 10M: 10 Mbit/s down, 2 Mbit/s up)\
          \n  NAS               {nas} (mikrotik, direct), RADIUS secret {secret}\

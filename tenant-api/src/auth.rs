@@ -43,6 +43,8 @@ pub enum TokenType {
     Operator,
     /// An operator acting on one tenant (short-lived, audited).
     ActAs,
+    /// A web panel session cookie (tenant or operator host; never accepted as a Bearer token).
+    Panel,
 }
 
 /// JWT claims.

@@ -190,14 +190,39 @@ struct Hosts {
     apex: Router,
     operator: Router,
     tenant: Router,
+    host_problem: Option<HostProblem>,
+}
+
+/// Renders a host-level problem (unknown host, suspended tenant) for a browser.
+pub type HostProblem = Arc<dyn Fn(&Problem, &Request) -> Option<Response> + Send + Sync>;
+
+/// Extra routers served beside the API on the same hosts (the web panel): every path outside
+/// `/api/` goes to the router of the request's host kind. Only the crate that builds them
+/// depends on this one, never the other way round.
+#[derive(Clone)]
+pub struct Panels {
+    /// `<base>`.
+    pub apex: Router,
+    /// `operator.<base>`.
+    pub operator: Router,
+    /// `SLUG.<base>`.
+    pub tenant: Router,
+    /// Asked first when the host cannot be served (None = the problem+json answer).
+    pub host_problem: HostProblem,
 }
 
 /// The whole API: host dispatch, problem+json fallbacks, body limit. Serve it with
 /// `into_make_service_with_connect_info::<SocketAddr>()` so client addresses are known.
 pub fn app(state: AppState) -> Router {
-    let fallback = || async {
-        Problem::not_found("no such endpoint; see /api/v1/openapi.json").into_response()
-    };
+    build(state, None)
+}
+
+/// The API plus the web panel's routers on the same hosts and listener.
+pub fn app_with_panels(state: AppState, panels: Panels) -> Router {
+    build(state, Some(panels))
+}
+
+fn build(state: AppState, panels: Option<Panels>) -> Router {
     let method = || async {
         Problem::new(
             axum::http::StatusCode::METHOD_NOT_ALLOWED,
@@ -207,19 +232,35 @@ pub fn app(state: AppState) -> Router {
         .detail("this endpoint does not accept that method; see /api/v1/openapi.json")
         .into_response()
     };
-    let finish = |r: Router<AppState>| {
+    let finish = |r: Router<AppState>, panel: Option<Router>| {
         r.route(
             "/api/v1/openapi.json",
             axum::routing::get(openapi::document),
         )
-        .fallback(fallback)
+        .fallback(move |req: Request| {
+            let panel = panel.clone();
+            async move {
+                match panel {
+                    Some(p) if !req.uri().path().starts_with("/api/") => {
+                        match p.oneshot(req).await {
+                            Ok(r) => r,
+                            Err(e) => match e {},
+                        }
+                    }
+                    _ => Problem::not_found("no such endpoint; see /api/v1/openapi.json")
+                        .into_response(),
+                }
+            }
+        })
         .method_not_allowed_fallback(method)
         .with_state(state.clone())
     };
+    let p = panels.as_ref();
     let hosts = Hosts {
-        apex: finish(signup::router(&state)),
-        operator: finish(operator::router(&state)),
-        tenant: finish(tenant::router(&state)),
+        apex: finish(signup::router(&state), p.map(|p| p.apex.clone())),
+        operator: finish(operator::router(&state), p.map(|p| p.operator.clone())),
+        tenant: finish(tenant::router(&state), p.map(|p| p.tenant.clone())),
+        host_problem: p.map(|p| p.host_problem.clone()),
         state: state.clone(),
     };
     let limit = state.config().body_limit;
@@ -238,7 +279,12 @@ async fn dispatch(h: Hosts, mut req: Request) -> Response {
     req.extensions_mut().insert(ClientIp(ip));
     let name = s.0.proxies.host(peer, req.headers());
     let resp = match host::resolve(s.tenants(), &s.config().base_domain, name.as_deref()).await {
-        Err(p) => p.into_response(),
+        Err(p) => match &h.host_problem {
+            Some(render) if !req.uri().path().starts_with("/api/") => {
+                render(&p, &req).unwrap_or_else(|| p.into_response())
+            }
+            _ => p.into_response(),
+        },
         Ok(kind) => {
             let router = match &kind {
                 HostKind::Apex => h.apex.clone(),

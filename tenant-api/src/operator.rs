@@ -62,17 +62,7 @@ async fn login(
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let refused = || Problem::unauthorized("wrong e-mail, password or TOTP code");
-    let found = match Email::parse(&req.email) {
-        Ok(e) => s.store().platform().operator_by_email(&e).await?,
-        Err(_) => None,
-    };
-    let Some((op, hash, secret)) = found else {
-        verify_password(req.password, s.dummy_hash().to_owned()).await;
-        return Err(refused());
-    };
-    if !verify_password(req.password, hash).await {
-        return Err(refused());
-    }
+    let (op, secret) = verify_operator(&s, &req.email, req.password).await?;
     let Some(code) = req.totp.as_deref() else {
         return Err(Problem::unauthorized(
             "a TOTP code is required: add \"totp\" (enrol your authenticator with the URI printed by `proxpanel operator create`)",
@@ -118,6 +108,28 @@ async fn login(
         expires_in: ttl.as_secs(),
         token_type: "Bearer",
     }))
+}
+
+/// Checks an operator's e-mail and password (the same work whether or not the e-mail exists);
+/// answers the operator and its TOTP secret. The caller checks the TOTP code.
+pub async fn verify_operator(
+    s: &AppState,
+    email: &str,
+    password: String,
+) -> ApiResult<(saas_core::model::Operator, Vec<u8>)> {
+    let refused = || Problem::unauthorized("wrong e-mail, password or TOTP code");
+    let found = match Email::parse(email) {
+        Ok(e) => s.store().platform().operator_by_email(&e).await?,
+        Err(_) => None,
+    };
+    let Some((op, hash, secret)) = found else {
+        verify_password(password, s.dummy_hash().to_owned()).await;
+        return Err(refused());
+    };
+    if !verify_password(password, hash).await {
+        return Err(refused());
+    }
+    Ok((op, secret))
 }
 
 async fn refresh(

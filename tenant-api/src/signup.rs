@@ -86,6 +86,18 @@ async fn signup(
     ip: ClientIp,
     Json(r): Json<SignupRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (status, v) = perform(&s, ip, r).await?;
+    Ok((status, Json(v)))
+}
+
+/// The signup pipeline (the JSON endpoint and the web form share it): validates, provisions,
+/// writes the welcome mail; answers `{tenant, panel_url, owner_email}` with 201 (or 200 for a
+/// retry of the same signup). Validation problems name their field.
+pub async fn perform(
+    s: &AppState,
+    ip: ClientIp,
+    r: SignupRequest,
+) -> ApiResult<(StatusCode, Value)> {
     let slug = Slug::parse(&r.slug.to_ascii_lowercase())
         .map_err(|e| Problem::validation("slug", e.to_string()))?;
     let email = Email::parse(&r.email).map_err(|e| Problem::validation("email", e.to_string()))?;
@@ -103,14 +115,13 @@ async fn signup(
             "the name {:?} is already taken; choose another (GET /api/v1/signup/check?slug=…)",
             slug.as_str()
         ))
+        .field("slug", "this name is already taken; choose another")
     };
     let answer = |t: &saas_core::model::Tenant, status| {
         (
             status,
-            Json(
-                json!({"tenant": t, "panel_url": s.config().panel_url(t.slug.as_str()),
-                "owner_email": email.as_str()}),
-            ),
+            json!({"tenant": t, "panel_url": s.config().panel_url(t.slug.as_str()),
+            "owner_email": email.as_str()}),
         )
     };
     let mut existing_stale = false;
@@ -160,7 +171,9 @@ async fn signup(
     let t = match run {
         Ok(t) => t,
         Err(PlatformError::Conflict(_))
-        | Err(PlatformError::Store(saas_core::StoreError::Conflict(_))) => return Err(taken()),
+        | Err(PlatformError::Store(saas_core::StoreError::Conflict(_))) => {
+            return Err(taken());
+        }
         Err(e) => return Err(e.into()),
     };
     s.tenants().invalidate(Some(slug.as_str()));

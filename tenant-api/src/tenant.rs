@@ -111,20 +111,8 @@ async fn login(
     ip: ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
-    let refused = || Problem::unauthorized("wrong e-mail or password");
+    let user = verify_user(&s, &t.0, &req.email, req.password).await?;
     let scope = s.store().tenant(t.0.id);
-    let found = match Email::parse(&req.email) {
-        Ok(e) => scope.user_by_email(&e).await?,
-        Err(_) => None,
-    };
-    let Some((user, hash)) = found else {
-        // Same work as a real check, so timing does not tell which e-mails exist.
-        verify_password(req.password, s.dummy_hash().to_owned()).await;
-        return Err(refused());
-    };
-    if !verify_password(req.password, hash).await || user.disabled {
-        return Err(refused());
-    }
     let fam = Uuid::new_v4();
     let refresh = auth::new_refresh_token(fam);
     let expires = saas_core::store::now()
@@ -157,6 +145,31 @@ async fn login(
         expires_in: ttl.as_secs(),
         token_type: "Bearer",
     }))
+}
+
+/// Checks a tenant user's e-mail and password (the same work whether or not the e-mail
+/// exists); a disabled user is refused like a wrong password. The web panel's login uses it.
+pub async fn verify_user(
+    s: &AppState,
+    t: &Tenant,
+    email: &str,
+    password: String,
+) -> ApiResult<TenantUser> {
+    let refused = || Problem::unauthorized("wrong e-mail or password");
+    let scope = s.store().tenant(t.id);
+    let found = match Email::parse(email) {
+        Ok(e) => scope.user_by_email(&e).await?,
+        Err(_) => None,
+    };
+    let Some((user, hash)) = found else {
+        // Same work as a real check, so timing does not tell which e-mails exist.
+        verify_password(password, s.dummy_hash().to_owned()).await;
+        return Err(refused());
+    };
+    if !verify_password(password, hash).await || user.disabled {
+        return Err(refused());
+    }
+    Ok(user)
 }
 
 /// Refresh body.
@@ -212,7 +225,7 @@ async fn refresh(
 }
 
 /// Revokes the caller's access token and its refresh family.
-pub(crate) async fn revoke_session(s: &AppState, p: &Principal) -> ApiResult<()> {
+pub async fn revoke_session(s: &AppState, p: &Principal) -> ApiResult<()> {
     let Some(c) = &p.claims else {
         return Err(Problem::bad_request(
             "API tokens are revoked with DELETE /api/v1/api-tokens/{id}, not by logout",
@@ -225,7 +238,7 @@ pub(crate) async fn revoke_session(s: &AppState, p: &Principal) -> ApiResult<()>
         .await?;
     if let Some(fam) = c.fam {
         match (c.typ, p.tenant) {
-            (TokenType::Operator, _) => {
+            (TokenType::Operator, _) | (TokenType::Panel, None) => {
                 s.store()
                     .platform()
                     .revoke_operator_refresh(fam, "logout")

@@ -11,3 +11,4 @@ mod radius;
 mod relay;
 mod serve;
 mod support;
+mod web;

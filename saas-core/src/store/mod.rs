@@ -494,6 +494,19 @@ impl TenantScope {
         })
     }
 
+    /// Replaces a plan's settings (name included); NotFound when it is not this tenant's.
+    pub async fn update_plan(&self, id: PlanId, p: &NewPlan) -> Result<Plan> {
+        validate_plan(p)?;
+        dispatch!(self.store, plan_update(self.tenant, id, p))
+            .map_err(|e| match e {
+                StoreError::Db(e) => {
+                    conflict(e, || format!("a plan named {:?} already exists", p.name))
+                }
+                e => e,
+            })?
+            .ok_or_else(|| StoreError::NotFound(format!("plan {id}")))
+    }
+
     /// All plans, by name.
     pub async fn plans(&self) -> Result<Vec<Plan>> {
         dispatch!(self.store, plans_list(self.tenant))
@@ -1063,6 +1076,28 @@ impl TenantScope {
     /// Newest post-auth lines.
     pub async fn auth_log(&self, limit: i64) -> Result<Vec<AuthLogEntry>> {
         dispatch!(self.store, auth_log_list(self.tenant, limit.clamp(1, 1000)))
+    }
+
+    /// (time, outcome) of post-auth lines since `since`, newest first, at most `limit` (the
+    /// panel's dashboard buckets them by hour).
+    pub async fn auth_outcomes_since(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<(DateTime<Utc>, String)>> {
+        dispatch!(
+            self.store,
+            auth_outcomes_since(self.tenant, since, limit.clamp(1, 200_000))
+        )
+    }
+
+    /// Sessions open now or stopped since `since`, newest first, at most `limit` (dashboard
+    /// charts and top users).
+    pub async fn sessions_since(&self, since: DateTime<Utc>, limit: i64) -> Result<Vec<Session>> {
+        dispatch!(
+            self.store,
+            sessions_since(self.tenant, since, limit.clamp(1, 100_000))
+        )
     }
 
     /// Appends an audit line.

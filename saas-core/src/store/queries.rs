@@ -334,6 +334,25 @@ impl Db {
 
     // ---- plans ----
 
+    pub(super) async fn plan_update(&self, t: TenantId, id: PlanId, p: &NewPlan) -> Result<Option<Plan>> {
+        let action = if p.quota_bytes.is_some() && p.fup_download_kbps.is_none() { QuotaAction::Reject } else { QuotaAction::Fup };
+        let mut tx = self.write(t).await?;
+        sqlx::query(
+            "UPDATE service_plans SET name = $3, download_kbps = $4, upload_kbps = $5, burst_download_kbps = $6, burst_upload_kbps = $7,
+                burst_threshold_kbps = $8, burst_time_s = $9, quota_bytes = $10, quota_action = $11, fup_download_kbps = $12, fup_upload_kbps = $13,
+                validity_days = $14, price_cents = $15, ip_pool = $16, ipv6_pool = $17, delegated_ipv6_pool = $18, session_timeout_s = $19, sim_use = $20
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.0).bind(id.0).bind(p.name.trim()).bind(p.download_kbps).bind(p.upload_kbps).bind(p.burst_download_kbps).bind(p.burst_upload_kbps)
+        .bind(p.burst_threshold_kbps).bind(p.burst_time_s).bind(p.quota_bytes).bind(action.as_str()).bind(p.fup_download_kbps).bind(p.fup_upload_kbps)
+        .bind(p.validity_days).bind(p.price_cents).bind(p.ip_pool.as_deref()).bind(p.ipv6_pool.as_deref()).bind(p.delegated_ipv6_pool.as_deref())
+        .bind(p.session_timeout_s).bind(p.sim_use.unwrap_or(1))
+        .execute(&mut *tx).await?;
+        let row = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        row.as_ref().map(plan_row).transpose()
+    }
+
     pub(super) async fn plan_insert(&self, t: TenantId, id: PlanId, p: &NewPlan, is_default: bool, now: DateTime<Utc>) -> Result<Plan> {
         let action = if p.quota_bytes.is_some() && p.fup_download_kbps.is_none() { QuotaAction::Reject } else { QuotaAction::Fup };
         let mut tx = self.write(t).await?;
@@ -898,6 +917,22 @@ impl Db {
                 })
             })
             .collect()
+    }
+
+    pub(super) async fn auth_outcomes_since(&self, t: TenantId, since: DateTime<Utc>, limit: i64) -> Result<Vec<(DateTime<Utc>, String)>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT at, outcome FROM auth_log WHERE tenant_id = $1 AND at >= $2 ORDER BY at DESC LIMIT $3")
+            .bind(t.0).bind(since).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok((r.try_get("at")?, r.try_get("outcome")?))).collect()
+    }
+
+    pub(super) async fn sessions_since(&self, t: TenantId, since: DateTime<Utc>, limit: i64) -> Result<Vec<Session>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query(q(format!("SELECT {SESSION_COLS} FROM radius_sessions WHERE tenant_id = $1 AND (stopped_at IS NULL OR stopped_at >= $2) ORDER BY started_at DESC LIMIT $3")))
+            .bind(t.0).bind(since).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(session_row).collect()
     }
 
     #[allow(clippy::too_many_arguments)]
