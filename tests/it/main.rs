@@ -8,5 +8,6 @@ mod coa;
 mod dns;
 mod radius;
 mod relay;
+mod schemathesis;
 mod serve;
 mod support;
