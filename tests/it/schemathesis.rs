@@ -97,10 +97,27 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         .env("PROXPANEL_LOGIN_RATE_PER_MIN", "0")
         .env("PROXPANEL_LOG", "error")
         .args(["serve", "--demo"])
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The demo prints the operator's TOTP enrolment URI; keep reading so the pipe never fills.
+    let stdout = child.stdout.take().unwrap();
+    let (uri_tx, uri_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(uri) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("otpauth://"))
+            {
+                let _ = uri_tx.send(uri.to_owned());
+            }
+        }
+    });
     wait_ready(admin, "/readyz", Duration::from_secs(60));
     let demo = "demo.saas.localhost";
     let (code, body) = http_json(
@@ -125,6 +142,40 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         &["--exclude-path", "/api/v1/auth/logout"],
     );
     run(&st, &work, api, "saas.localhost", None, &[]);
+    // The operator host, signed in with the demo operator's TOTP.
+    let uri = uri_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the demo printed the operator's TOTP URI");
+    let secret = uri
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("secret="))
+        .map(base32_decode)
+        .expect("secret= in the TOTP URI");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let code = saas_core::crypto::totp::code(&secret, now);
+    let (code, body) = http_json(
+        api,
+        "POST",
+        "operator.saas.localhost",
+        "/api/v1/auth/login",
+        None,
+        Some(&json!({"email": "admin@example.com", "password": "demo-password-1", "totp": code})),
+    );
+    assert_eq!(code, 200, "{body}");
+    let op_token = body["access_token"].as_str().unwrap().to_owned();
+    run(
+        &st,
+        &work,
+        api,
+        "operator.saas.localhost",
+        Some(&op_token),
+        // Logging out would revoke the token; deleting or suspending the demo tenant would take
+        // the tenant host away from the runs above on a rerun of the seed.
+        &["--exclude-path", "/api/v1/auth/logout"],
+    );
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -133,4 +184,25 @@ fn schemathesis_finds_no_server_error_and_no_schema_violation() {
         !log.contains("request failed"),
         "the server logged failures:\n{log}"
     );
+}
+
+/// RFC 4648 base32 (no padding), as in otpauth URIs.
+fn base32_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let (mut buf, mut bits) = (0u64, 0u32);
+    for c in s.bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a',
+            b'2'..=b'7' => c - b'2' + 26,
+            _ => panic!("not base32: {s}"),
+        };
+        buf = (buf << 5) | u64::from(v);
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    out
 }
