@@ -168,4 +168,25 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn every_tenant_endpoint_of_the_role_table_is_documented() {
+        let v: serde_json::Value = serde_json::from_str(&to_json(&tenant_document())).unwrap();
+        for (m, p, _) in crate::tenant::ENDPOINTS {
+            assert!(
+                v["paths"][*p][m.to_ascii_lowercase()].is_object(),
+                "{m} {p} is not in the OpenAPI document"
+            );
+        }
+        for p in [
+            "/api/v1/plans/{id}",
+            "/api/v1/nas/{id}",
+            "/api/v1/users/{id}",
+        ] {
+            for m in ["get", "patch", "delete"] {
+                assert!(v["paths"][p][m].is_object(), "{m} {p}");
+            }
+        }
+        assert!(v["paths"]["/api/v1/subscribers/{id}/usage"]["get"].is_object());
+    }
 }

@@ -1730,7 +1730,8 @@ async fn patch_nas(
     Ok(Json(nas))
 }
 
-/// What the role matrix test and the OpenAPI document enumerate: (method, path, permission).
+/// What the role matrix test enumerates (and the OpenAPI test checks are documented):
+/// (method, path, permission).
 pub const ENDPOINTS: &[(&str, &str, crate::roles::Perm)] = {
     use crate::roles::Perm::*;
     &[
