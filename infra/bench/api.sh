@@ -170,7 +170,8 @@ n=$(curl -fsS -H "Host: $HOST" -H "Authorization: Bearer $TOKEN" \
 BASE="http://127.0.0.1:$API_PORT"
 LIST_URL="$BASE/api/v1/subscribers\\?search=user0[0-9]{3}&limit=50"
 ID_RE="00000000-0000-4000-8000-0000000[0-9]{5}"
-[ "$SUBSCRIBERS" -ge 100000 ] || ID_RE="00000000-0000-4000-8000-00000000[0-9]{3}[0-9]"
+# Fewer than 100,000 subscribers: address the first 1,000 (SUBSCRIBERS >= 1000).
+[ "$SUBSCRIBERS" -ge 100000 ] || ID_RE="00000000-0000-4000-8000-000000000[0-9]{3}"
 PATCH_URL="$BASE/api/v1/subscribers/$ID_RE"
 
 # oha_run NAME RATE SECONDS URL [oha args...]: fixed-rate load; JSON to $WORK/NAME.json.
@@ -178,7 +179,7 @@ oha_run() {
     local name=$1 rate=$2 secs=$3 url=$4
     shift 4
     oha --no-tui --output-format json -q "$rate" -z "${secs}s" -c 64 --rand-regex-url \
-        -H "Host: $HOST" -H "Authorization: Bearer $TOKEN" "$@" "$url" >"$WORK/$name.json" 2>"$WORK/$name.err" \
+        --host "$HOST" -H "Authorization: Bearer $TOKEN" "$@" "$url" >"$WORK/$name.json" 2>"$WORK/$name.err" \
         || { cat "$WORK/$name.err" >&2; die "oha failed ($name)"; }
 }
 
