@@ -5,7 +5,7 @@
 #
 # Starts a throwaway PostgreSQL and Redis (infra/test-services.sh; installs
 # them with apt-get when missing and running as root), installs the end-to-end
-# tools (radclient from freeradius-utils; pyrad, pycryptodome and librouteros with pip;
+# tools (radclient from freeradius-utils; pyrad, pycryptodome, librouteros and schemathesis with pip;
 # wireguard-go, wg and friends for the real-peer harness via
 # infra/e2e/install-wg.sh; Debian's chromium and, with npm ci, playwright-core for the
 # browser test of the web panel), checks the dependency
@@ -34,10 +34,13 @@ EXTRA_APT_PACKAGES=(
 # Python packages (PyPI) the end-to-end scripts in infra/e2e/ need, and the import that proves
 # they are usable: pyrad (a RADIUS client we did not write; 2.6 has enforce_ma) and pycryptodome
 # (MD4 and DES for MS-CHAPv2, which OpenSSL 3's hashlib lacks); librouteros (a RouterOS API client
-# we did not write) checks the simulator's wire format (saas-core routeros_sim tests).
-PY_PACKAGES=("pyrad>=2.6" pycryptodome "librouteros>=3.2")
-PY_IMPORT_CHECK='import inspect, pyrad.client, Crypto.Hash.MD4, Crypto.Cipher.DES, librouteros
-assert "enforce_ma" in inspect.signature(pyrad.client.Client).parameters, "pyrad too old"'
+# we did not write) checks the simulator's wire format (saas-core routeros_sim tests);
+# schemathesis (an OpenAPI property-based tester) runs against `serve --demo`'s API
+# (tests/it/schemathesis.rs).
+PY_PACKAGES=("pyrad>=2.6" pycryptodome "librouteros>=3.2" "schemathesis>=4.30,<5")
+PY_IMPORT_CHECK='import inspect, shutil, pyrad.client, Crypto.Hash.MD4, Crypto.Cipher.DES, librouteros, schemathesis
+assert "enforce_ma" in inspect.signature(pyrad.client.Client).parameters, "pyrad too old"
+assert shutil.which("schemathesis"), "the schemathesis command is not on PATH"'
 
 # Crates that must not be in the dependency tree: the one TLS crypto backend is ring.
 FORBIDDEN_CRATES=(aws-lc-rs aws-lc-sys openssl-sys)

@@ -356,6 +356,8 @@ fn api_config(c: &Config, https_port: Option<u16>) -> tenant_api::ApiConfig {
     .filter(|p| *p != 80 && *p != 443);
     a.limits.enabled = c.login_rate_per_min > 0;
     a.limits.per_ip_per_minute = i64::from(c.login_rate_per_min);
+    a.smtp_url = c.smtp_url.as_ref().map(|u| u.expose().to_owned());
+    a.mail_from = c.mail_from.clone();
     a
 }
 

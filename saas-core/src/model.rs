@@ -13,6 +13,7 @@ macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $var:ident = $s:literal),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($(#[$vdoc])* $var),+ }
 
@@ -157,6 +158,7 @@ text_enum!(
 
 /// Per-tenant limits set by operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantLimits {
     /// Most subscribers the tenant may have.
     pub max_subscribers: i64,
@@ -175,6 +177,7 @@ impl Default for TenantLimits {
 
 /// A tenant (one ISP).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     /// Id.
     pub id: TenantId,
@@ -207,6 +210,7 @@ pub struct Tenant {
 
 /// A tenant with counts, for operator listings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantSummary {
     /// The tenant.
     #[serde(flatten)]
@@ -221,6 +225,7 @@ pub struct TenantSummary {
 
 /// A SaaS operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Operator {
     /// Id.
     pub id: OperatorId,
@@ -236,6 +241,7 @@ pub struct Operator {
 
 /// A user of one tenant's panel.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantUser {
     /// Id.
     pub id: UserId,
@@ -247,12 +253,16 @@ pub struct TenantUser {
     pub role: Role,
     /// Whether login is refused.
     pub disabled: bool,
+    /// Whether the e-mail address was confirmed through a verification link.
+    #[serde(default)]
+    pub email_verified: bool,
     /// Creation time.
     pub created_at: DateTime<Utc>,
 }
 
 /// A service plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Plan {
     /// Id.
     pub id: PlanId,
@@ -302,6 +312,7 @@ pub struct Plan {
 
 /// Fields of a new plan.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NewPlan {
     /// Name.
     pub name: String,
@@ -341,6 +352,7 @@ pub struct NewPlan {
 
 /// A subscriber (PPPoE/hotspot account). The password is never part of this record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Subscriber {
     /// Id.
     pub id: SubscriberId,
@@ -422,6 +434,7 @@ pub struct SubscriberPatch {
 
 /// A NAS (BNG router). Secrets are never part of this record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Nas {
     /// Id.
     pub id: NasId,
@@ -434,6 +447,7 @@ pub struct Nas {
     /// Reach.
     pub reach: NasReach,
     /// Source address (direct NAS only).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub ip: Option<IpAddr>,
     /// Message-Authenticator policy.
     pub message_auth: MessageAuthPolicy,
@@ -486,8 +500,43 @@ pub struct NewNas {
     pub use_ssl: bool,
 }
 
+/// A change to a NAS; `None` leaves a field alone, `Some(None)` clears it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NasPatch {
+    /// New name.
+    pub name: Option<String>,
+    /// New vendor.
+    pub vendor: Option<NasVendor>,
+    /// New source address (direct NAS only).
+    pub ip: Option<IpAddr>,
+    /// New RADIUS secret (sealed before it is stored).
+    pub secret: Option<String>,
+    /// New Message-Authenticator policy.
+    pub message_auth: Option<MessageAuthPolicy>,
+    /// New CoA port.
+    pub coa_port: Option<u16>,
+    /// New RouterOS API user.
+    pub api_user: Option<Option<String>>,
+    /// New RouterOS API password (sealed).
+    pub api_password: Option<Option<String>>,
+    /// Use API-SSL.
+    pub use_ssl: Option<bool>,
+}
+
+/// A change to a panel user.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UserPatch {
+    /// New role.
+    pub role: Option<Role>,
+    /// Refuse (true) or allow (false) login.
+    pub disabled: Option<bool>,
+    /// New argon2id password hash.
+    pub password_hash: Option<String>,
+}
+
 /// A WireGuard peer of a tenant NAS.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WgPeer {
     /// Id.
     pub id: PeerId,
@@ -515,6 +564,7 @@ pub struct WgPeer {
 
 /// A RADIUS accounting session (DESIGN §8 `session`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Session {
     /// Id.
     pub id: SessionId,
@@ -592,6 +642,7 @@ pub struct AcctRecord {
 
 /// One post-auth log line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthLogEntry {
     /// Time.
     pub at: DateTime<Utc>,
@@ -611,6 +662,7 @@ pub struct AuthLogEntry {
 
 /// One audit line.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Time.
     pub at: DateTime<Utc>,
@@ -629,6 +681,7 @@ pub struct AuditEntry {
 
 /// A DNS record managed in the store (ACME challenges, operator extras).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DnsRecord {
     /// Id.
     pub id: DnsRecordId,

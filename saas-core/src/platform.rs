@@ -620,6 +620,11 @@ impl TenantOps {
         &self.actor
     }
 
+    /// The client address audit lines name, if any.
+    pub fn client_ip(&self) -> Option<&str> {
+        self.client_ip.as_deref()
+    }
+
     async fn audit_line(
         &self,
         action: &str,

@@ -396,7 +396,7 @@ pub fn refresh_family(token: &str) -> Option<Uuid> {
 }
 
 /// What a token pair answer looks like (DESIGN §8 login).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenPair {
     /// JWT.
     pub access_token: String,
@@ -406,6 +406,7 @@ pub struct TokenPair {
     /// Seconds until the access token expires.
     pub expires_in: u64,
     /// Always `Bearer`.
+    #[schema(value_type = String)]
     pub token_type: &'static str,
 }
 

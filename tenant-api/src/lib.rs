@@ -17,7 +17,9 @@ pub mod problem;
 pub mod roles;
 pub mod signup;
 pub mod tenant;
+pub mod usage;
 
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
 use saas_core::cache::Cache;
 use saas_core::platform::Platform;
 use saas_core::store::{Store, StoreError};
@@ -57,6 +60,12 @@ pub struct ApiConfig {
     pub leeway_s: u64,
     /// Peer creation with the router script (the binary provides it; None = 501).
     pub peers: Option<Arc<dyn saas_core::platform::PeerProvisioner>>,
+    /// SMTP server URL (None = `.eml` files in the data dir's outbox).
+    pub smtp_url: Option<String>,
+    /// Sender address (default `noreply@<base domain>`).
+    pub mail_from: Option<String>,
+    /// Lifetime of an e-mail verification link.
+    pub verify_ttl: Duration,
 }
 
 impl ApiConfig {
@@ -73,7 +82,19 @@ impl ApiConfig {
             access_ttl: auth::ACCESS_TTL,
             leeway_s: 5,
             peers: None,
+            smtp_url: None,
+            mail_from: None,
+            verify_ttl: Duration::from_secs(48 * 3600),
         }
+    }
+
+    /// The public site's URL (signup, verification links), with a trailing slash.
+    pub fn apex_url(&self) -> String {
+        let port = self
+            .public_port
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        format!("{}://{}{port}/", self.public_scheme, self.base_domain)
     }
 
     /// The panel URL of a tenant.
@@ -99,6 +120,7 @@ struct Inner {
     proxies: TrustedProxies,
     /// A hash to verify against when the account does not exist (same time either way).
     dummy_hash: String,
+    mailer: mail::Mailer,
 }
 
 /// Shared state of every handler; cheap to clone.
@@ -131,6 +153,12 @@ impl AppState {
         let dummy_hash = platform
             .hash_password(&saas_core::crypto::random_token(16))
             .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let from = config
+            .mail_from
+            .clone()
+            .unwrap_or_else(|| format!("noreply@{}", config.base_domain));
+        let mailer = mail::Mailer::new(config.smtp_url.as_deref(), &from, &config.data_dir)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         Ok(Self(Arc::new(Inner {
             proxies: TrustedProxies(config.trusted_proxies.clone()),
             platform,
@@ -140,6 +168,7 @@ impl AppState {
             tenant_keys: Arc::new(tk),
             operator_keys: Arc::new(ok),
             dummy_hash,
+            mailer,
         })))
     }
 
@@ -173,6 +202,10 @@ impl AppState {
     }
     pub(crate) fn dummy_hash(&self) -> &str {
         &self.0.dummy_hash
+    }
+    /// Outgoing mail.
+    pub fn mailer(&self) -> &mail::Mailer {
+        &self.0.mailer
     }
 }
 
@@ -292,12 +325,63 @@ async fn dispatch(h: Hosts, mut req: Request) -> Response {
                 HostKind::Tenant(_) => h.tenant.clone(),
             };
             req.extensions_mut().insert(kind);
-            match router.oneshot(req).await {
-                Ok(r) => r,
-                Err(e) => match e {},
-            }
+            guarded(router, req).await
         }
     };
     tracing::debug!(%method, path, host = name.as_deref().unwrap_or("-"), status = resp.status().as_u16(), ms = started.elapsed().as_millis() as u64, "api request");
     resp
+}
+
+/// Runs a request through a router; a panic in a handler becomes a generic 500 problem whose
+/// cause is logged here, once (the body never carries it).
+async fn guarded(router: Router, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    match AssertUnwindSafe(router.oneshot(req)).catch_unwind().await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => match e {},
+        Err(panic) => {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-text panic".into());
+            Problem::internal(&format_args!(
+                "handler panicked on {method} {path}: {cause}"
+            ))
+            .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_generic_500_problem() {
+        let r: Router = Router::new().route(
+            "/boom",
+            axum::routing::get(|| async {
+                if true {
+                    panic!("secret detail");
+                }
+                "never"
+            }),
+        );
+        let req = Request::builder()
+            .uri("/boom")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = guarded(r, req).await;
+        assert_eq!(resp.status(), axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            resp.headers()[axum::http::header::CONTENT_TYPE],
+            problem::PROBLEM_JSON
+        );
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("logged"), "{text}");
+    }
 }

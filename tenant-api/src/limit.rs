@@ -121,6 +121,72 @@ pub async fn guard(
     resp
 }
 
+/// Per-account lockout (beside the per-IP one of [`guard`]): failed logins of one account from
+/// any number of addresses climb the same ladder. `key` names the account (tenant and e-mail, or
+/// the operator's e-mail). Returns the 429 to answer while the account is locked.
+pub async fn account_locked(s: &AppState, key: &str) -> Option<Problem> {
+    if !s.config().limits.enabled {
+        return None;
+    }
+    match s.cache().get(&format!("pp:lock:acct:{key}")).await {
+        Ok(Some(v)) => {
+            let until: i64 = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let left = until - now_s();
+            (left > 0).then(|| {
+                Problem::too_many(
+                    format!("too many failed sign-ins for this account; try again in {left} s"),
+                    left as u64,
+                )
+            })
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "rate limit cache unavailable");
+            None
+        }
+    }
+}
+
+/// Counts a failed login of an account; locks it when the ladder says so.
+pub async fn account_failed(s: &AppState, key: &str) {
+    let limits = &s.config().limits;
+    if !limits.enabled {
+        return;
+    }
+    let cache = s.cache();
+    if let Ok(n) = cache
+        .incr(
+            &format!("pp:fail:acct:{key}"),
+            Duration::from_secs(24 * 3600),
+        )
+        .await
+        && let Some(d) = limits.lockout(n)
+    {
+        tracing::info!(failures = n, lock_s = d.as_secs(), "account lockout");
+        let until = now_s() + d.as_secs() as i64;
+        if let Err(e) = cache
+            .set(
+                &format!("pp:lock:acct:{key}"),
+                until.to_string().as_bytes(),
+                d,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record lockout");
+        }
+    }
+}
+
+/// Forgets an account's failed logins after a successful one.
+pub async fn account_succeeded(s: &AppState, key: &str) {
+    if s.config().limits.enabled {
+        let _ = s.cache().delete(&format!("pp:fail:acct:{key}")).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

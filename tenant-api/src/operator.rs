@@ -8,11 +8,13 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use saas_core::ids::{Email, Slug};
+use saas_core::model::{DnsRecord, Tenant};
 use saas_core::model::{TenantLimits, TenantStatus, TenantSummary};
-use saas_core::platform::{Actor, Platform, ProvisionRequest};
+use saas_core::platform::{Platform, ProvisionRequest};
 use saas_core::store::{Page, Rotation};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::{self, Auth, TokenPair, TokenType};
@@ -44,7 +46,14 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/api/v1/operator/tenants/{slug}/resume", post(resume))
         .route("/api/v1/operator/tenants/{slug}/act-as", post(act_as))
         .route("/api/v1/operator/relays", get(relays))
-        .route("/api/v1/operator/dns_records", get(dns_records))
+        .route(
+            "/api/v1/operator/dns_records",
+            get(dns_records).post(add_dns_record),
+        )
+        .route(
+            "/api/v1/operator/dns_records/{id}",
+            axum::routing::delete(remove_dns_record),
+        )
         .route("/api/v1/operator/stats", get(stats))
 }
 
@@ -56,12 +65,15 @@ fn now_unix() -> u64 {
     u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0)
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, description = "Signed in (TOTP required)", body = TokenPair)))]
 async fn login(
     State(s): State<AppState>,
     ip: ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<TokenPair>> {
     let refused = || Problem::unauthorized("wrong e-mail, password or TOTP code");
+    let account = operator_account(&req.email);
     let (op, secret) = verify_operator(&s, &req.email, req.password).await?;
     let Some(code) = req.totp.as_deref() else {
         return Err(Problem::unauthorized(
@@ -69,8 +81,10 @@ async fn login(
         ));
     };
     if !saas_core::crypto::totp::verify(&secret, now_unix(), code) {
+        limit::account_failed(&s, &account).await;
         return Err(refused());
     }
+    limit::account_succeeded(&s, &account).await;
     if !op.totp_enrolled {
         s.store().platform().set_operator_enrolled(op.id).await?;
     }
@@ -118,20 +132,33 @@ pub async fn verify_operator(
     password: String,
 ) -> ApiResult<(saas_core::model::Operator, Vec<u8>)> {
     let refused = || Problem::unauthorized("wrong e-mail, password or TOTP code");
+    let account = operator_account(email);
+    if let Some(p) = limit::account_locked(s, &account).await {
+        return Err(p);
+    }
     let found = match Email::parse(email) {
         Ok(e) => s.store().platform().operator_by_email(&e).await?,
         Err(_) => None,
     };
     let Some((op, hash, secret)) = found else {
         verify_password(password, s.dummy_hash().to_owned()).await;
+        limit::account_failed(s, &account).await;
         return Err(refused());
     };
     if !verify_password(password, hash).await {
+        limit::account_failed(s, &account).await;
         return Err(refused());
     }
     Ok((op, secret))
 }
 
+/// The lockout key of an operator login (per account, whatever the address).
+pub fn operator_account(email: &str) -> String {
+    format!("operator:{}", email.trim().to_lowercase())
+}
+
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, description = "A new token pair", body = TokenPair)))]
 async fn refresh(
     State(s): State<AppState>,
     Json(req): Json<RefreshRequest>,
@@ -175,15 +202,33 @@ async fn refresh(
     }))
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses((status = 204, description = "Signed out")))]
 async fn logout(State(s): State<AppState>, a: Auth<CanPlatform>) -> ApiResult<StatusCode> {
     crate::tenant::revoke_session(&s, &a).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn me(a: Auth<CanPlatform>) -> Json<Value> {
-    Json(json!({"email": a.name, "role": a.role}))
+#[utoipa::path(get, path = "/api/v1/operator/me", tag = "operator",
+    responses((status = 200, description = "The operator", body = OperatorMe)))]
+async fn me(a: Auth<CanPlatform>) -> Json<OperatorMe> {
+    Json(OperatorMe {
+        email: a.name.clone(),
+        role: a.role,
+    })
 }
 
+/// The signed-in operator.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OperatorMe {
+    /// Login.
+    pub email: String,
+    /// Always `operator`.
+    pub role: ApiRole,
+}
+
+#[utoipa::path(get, path = "/api/v1/operator/tenants", tag = "operator",
+    responses((status = 200, description = "Tenants with counts", body = Page<TenantSummary>)))]
 async fn tenants(
     State(s): State<AppState>,
     _a: Auth<CanPlatform>,
@@ -202,7 +247,7 @@ async fn tenants(
 }
 
 /// New tenant from the operator console.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Subdomain.
@@ -219,12 +264,14 @@ pub struct CreateTenant {
     pub limits: Option<TenantLimits>,
 }
 
+#[utoipa::path(post, path = "/api/v1/operator/tenants", tag = "operator", request_body = CreateTenant,
+    responses((status = 201, description = "Provisioned", body = TenantCreated)))]
 async fn create_tenant(
     State(s): State<AppState>,
     ip: ClientIp,
     a: Auth<CanPlatform>,
     Json(c): Json<CreateTenant>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     let slug = Slug::parse(&c.slug.to_ascii_lowercase())
         .map_err(|e| Problem::validation("slug", e.to_string()))?;
     let email = Email::parse(&c.email).map_err(|e| Problem::validation("email", e.to_string()))?;
@@ -243,8 +290,20 @@ async fn create_tenant(
     s.tenants().invalidate(Some(t.slug.as_str()));
     Ok((
         StatusCode::CREATED,
-        Json(json!({"tenant": t, "panel_url": s.config().panel_url(t.slug.as_str())})),
+        Json(TenantCreated {
+            panel_url: s.config().panel_url(t.slug.as_str()),
+            tenant: t,
+        }),
     ))
+}
+
+/// A provisioned tenant and where its panel is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCreated {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its panel URL.
+    pub panel_url: String,
 }
 
 fn check_limits(l: &TenantLimits) -> ApiResult<()> {
@@ -260,11 +319,14 @@ fn check_limits(l: &TenantLimits) -> ApiResult<()> {
     Ok(())
 }
 
+#[utoipa::path(get, path = "/api/v1/operator/tenants/{slug}", tag = "operator",
+    params(("slug" = String, Path, description = "Tenant slug")),
+    responses((status = 200, description = "The tenant with counts", body = TenantSummary)))]
 async fn tenant(
     State(s): State<AppState>,
     _a: Auth<CanPlatform>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<TenantSummary>> {
     let t = s.platform().tenant_by_slug(&slug).await?;
     let summary = s
         .platform()
@@ -272,16 +334,13 @@ async fn tenant(
         .await?
         .into_iter()
         .find(|x| x.tenant.id == t.id);
-    Ok(Json(
-        serde_json::to_value(
-            summary.ok_or_else(|| Problem::not_found(format!("tenant {slug:?} not found")))?,
-        )
-        .map_err(|e| Problem::internal(&e))?,
-    ))
+    Ok(Json(summary.ok_or_else(|| {
+        Problem::not_found(format!("tenant {slug:?} not found"))
+    })?))
 }
 
 /// Operator change of a tenant.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
     /// Display name.
@@ -290,13 +349,16 @@ pub struct PatchTenant {
     pub limits: Option<TenantLimits>,
 }
 
+#[utoipa::path(patch, path = "/api/v1/operator/tenants/{slug}", tag = "operator", request_body = PatchTenant,
+    params(("slug" = String, Path, description = "Tenant slug")),
+    responses((status = 200, description = "Updated", body = Tenant)))]
 async fn patch_tenant(
     State(s): State<AppState>,
     ip: ClientIp,
     a: Auth<CanPlatform>,
     Path(slug): Path<String>,
     Json(p): Json<PatchTenant>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Tenant>> {
     let t = s.platform().tenant_by_slug(&slug).await?;
     if let Some(l) = &p.limits {
         check_limits(l)?;
@@ -336,9 +398,7 @@ async fn patch_tenant(
         .await
         .map_err(|e| Problem::internal(&e))?;
     s.tenants().invalidate(Some(t.slug.as_str()));
-    Ok(Json(
-        serde_json::to_value(&t).map_err(|e| Problem::internal(&e))?,
-    ))
+    Ok(Json(t))
 }
 
 async fn set_status(
@@ -347,34 +407,41 @@ async fn set_status(
     a: &auth::Principal,
     slug: &str,
     status: TenantStatus,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Tenant>> {
     let t = platform(s, ip)
         .set_tenant_status(slug, status, &a.actor())
         .await?;
     s.tenants().invalidate(Some(t.slug.as_str()));
-    Ok(Json(
-        serde_json::to_value(&t).map_err(|e| Problem::internal(&e))?,
-    ))
+    Ok(Json(t))
 }
 
+#[utoipa::path(post, path = "/api/v1/operator/tenants/{slug}/suspend", tag = "operator",
+    params(("slug" = String, Path, description = "Tenant slug")),
+    responses((status = 200, description = "Suspended", body = Tenant)))]
 async fn suspend(
     State(s): State<AppState>,
     ip: ClientIp,
     a: Auth<CanPlatform>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Tenant>> {
     set_status(&s, ip, &a, &slug, TenantStatus::Suspended).await
 }
 
+#[utoipa::path(post, path = "/api/v1/operator/tenants/{slug}/resume", tag = "operator",
+    params(("slug" = String, Path, description = "Tenant slug")),
+    responses((status = 200, description = "Active again", body = Tenant)))]
 async fn resume(
     State(s): State<AppState>,
     ip: ClientIp,
     a: Auth<CanPlatform>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Tenant>> {
     set_status(&s, ip, &a, &slug, TenantStatus::Active).await
 }
 
+#[utoipa::path(delete, path = "/api/v1/operator/tenants/{slug}", tag = "operator",
+    params(("slug" = String, Path, description = "Tenant slug")),
+    responses((status = 204, description = "Marked deleted (purged after the grace period)")))]
 async fn delete_tenant(
     State(s): State<AppState>,
     ip: ClientIp,
@@ -385,12 +452,15 @@ async fn delete_tenant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/v1/operator/tenants/{slug}/act-as", tag = "operator",
+    params(("slug" = String, Path, description = "Tenant slug")),
+    responses((status = 200, description = "A short-lived tenant token (audited)", body = ActAsToken)))]
 async fn act_as(
     State(s): State<AppState>,
     ip: ClientIp,
     a: Auth<CanPlatform>,
     Path(slug): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ActAsToken>> {
     let t = s.platform().tenant_by_slug(&slug).await?;
     if t.status != TenantStatus::Active {
         return Err(Problem::conflict(format!(
@@ -432,16 +502,36 @@ async fn act_as(
         None,
         auth::ACT_AS_TTL,
     );
-    Ok(Json(json!({
-        "access_token": s.tenant_keys().sign(&c)?,
-        "expires_in": auth::ACT_AS_TTL.as_secs(),
-        "token_type": "Bearer",
-        "tenant": t.slug,
-        "panel_url": s.config().panel_url(t.slug.as_str()),
-    })))
+    Ok(Json(ActAsToken {
+        access_token: s.tenant_keys().sign(&c)?,
+        expires_in: auth::ACT_AS_TTL.as_secs(),
+        token_type: "Bearer".into(),
+        panel_url: s.config().panel_url(t.slug.as_str()),
+        tenant: t.slug,
+    }))
 }
 
-async fn relays(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Value>> {
+/// An operator's short-lived token on one tenant's host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActAsToken {
+    /// JWT valid on the tenant's host only.
+    pub access_token: String,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// The tenant's slug.
+    pub tenant: Slug,
+    /// The tenant's panel URL.
+    pub panel_url: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/operator/relays", tag = "operator",
+    responses((status = 200, description = "Relay nodes with peer counts", body = Page<RelayStatus>)))]
+async fn relays(
+    State(s): State<AppState>,
+    _a: Auth<CanPlatform>,
+) -> ApiResult<Json<Page<RelayStatus>>> {
     let peers = s.store().system().relay_peers().await?;
     let mut nodes: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for p in &peers {
@@ -453,29 +543,158 @@ async fn relays(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<J
             e.1 += 1;
         }
     }
-    let items: Vec<Value> = nodes
+    let items = nodes
         .into_iter()
-        .map(|(name, (peers, seen))| json!({"node": name, "peers": peers, "peers_with_handshake": seen}))
+        .map(|(node, (peers, seen))| RelayStatus {
+            node,
+            peers,
+            peers_with_handshake: seen,
+        })
         .collect();
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+    Ok(Json(Page {
+        items,
+        next_cursor: None,
+    }))
 }
 
-async fn dns_records(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Value>> {
-    let items = s.store().system().dns_records().await?;
-    Ok(Json(json!({"items": items, "next_cursor": null})))
+/// One relay node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RelayStatus {
+    /// Node name (`-` for peers of no node).
+    pub node: String,
+    /// Peers it holds.
+    pub peers: u64,
+    /// Of those, peers that have completed a handshake.
+    pub peers_with_handshake: u64,
 }
 
-async fn stats(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Value>> {
+#[utoipa::path(get, path = "/api/v1/operator/dns_records", tag = "dns",
+    responses((status = 200, description = "Managed DNS records", body = Page<DnsRecord>)))]
+async fn dns_records(
+    State(s): State<AppState>,
+    _a: Auth<CanPlatform>,
+) -> ApiResult<Json<Page<DnsRecord>>> {
+    Ok(Json(Page {
+        items: s.platform().dns_records().await?,
+        next_cursor: None,
+    }))
+}
+
+/// An extra DNS record of the SaaS zone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDnsRecord {
+    /// Owner name, absolute (e.g. `www.saas.example.com`).
+    pub name: String,
+    /// TXT, A, AAAA, CAA, CNAME or MX.
+    #[serde(rename = "type")]
+    pub rtype: String,
+    /// Value in presentation format.
+    pub value: String,
+    /// TTL in seconds (default 60).
+    pub ttl: Option<i64>,
+}
+
+#[utoipa::path(post, path = "/api/v1/operator/dns_records", tag = "dns", request_body = NewDnsRecord,
+    responses((status = 201, description = "Added (or already there); the DNS role serves it within a second", body = DnsRecord)))]
+async fn add_dns_record(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Json(r): Json<NewDnsRecord>,
+) -> ApiResult<(StatusCode, Json<DnsRecord>)> {
+    let rec = platform(&s, ip)
+        .add_dns_record(&r.name, &r.rtype, &r.value, r.ttl, &a.actor())
+        .await?;
+    Ok((StatusCode::CREATED, Json(rec)))
+}
+
+#[utoipa::path(delete, path = "/api/v1/operator/dns_records/{id}", tag = "dns",
+    params(("id" = Uuid, Path, description = "Record id")),
+    responses((status = 204, description = "Removed; the DNS role stops serving it within a second")))]
+async fn remove_dns_record(
+    State(s): State<AppState>,
+    ip: ClientIp,
+    a: Auth<CanPlatform>,
+    Path(id): Path<Uuid>,
+) -> ApiResult<StatusCode> {
+    let rec = s
+        .platform()
+        .dns_records()
+        .await?
+        .into_iter()
+        .find(|r| r.id.0 == id)
+        .ok_or_else(|| Problem::not_found("DNS record not found"))?;
+    // (name, type, value) is unique: adding the same record again is a no-op.
+    platform(&s, ip)
+        .remove_dns_records(&rec.name, &rec.rtype, Some(&rec.value), &a.actor())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Platform counts.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    /// Tenants by status.
+    pub tenants: TenantCounts,
+    /// Subscribers of every tenant.
+    pub subscribers: i64,
+    /// Open sessions.
+    pub online: i64,
+    /// NAS devices.
+    pub nas: i64,
+}
+
+/// Tenants by status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TenantCounts {
+    /// Active.
+    pub active: usize,
+    /// Suspended.
+    pub suspended: usize,
+    /// Provisioning.
+    pub provisioning: usize,
+    /// Deleted (not purged yet).
+    pub deleted: usize,
+}
+
+#[utoipa::path(get, path = "/api/v1/operator/stats", tag = "operator",
+    responses((status = 200, description = "Platform counts", body = Stats)))]
+async fn stats(State(s): State<AppState>, _a: Auth<CanPlatform>) -> ApiResult<Json<Stats>> {
     let ts = s.platform().tenants().await?;
     let by = |st: TenantStatus| ts.iter().filter(|t| t.tenant.status == st).count();
-    Ok(Json(json!({
-        "tenants": {"active": by(TenantStatus::Active), "suspended": by(TenantStatus::Suspended),
-                    "provisioning": by(TenantStatus::Provisioning), "deleted": by(TenantStatus::Deleted)},
-        "subscribers": ts.iter().map(|t| t.subscribers).sum::<i64>(),
-        "online": ts.iter().map(|t| t.online).sum::<i64>(),
-        "nas": ts.iter().map(|t| t.nas).sum::<i64>(),
-    })))
+    Ok(Json(Stats {
+        tenants: TenantCounts {
+            active: by(TenantStatus::Active),
+            suspended: by(TenantStatus::Suspended),
+            provisioning: by(TenantStatus::Provisioning),
+            deleted: by(TenantStatus::Deleted),
+        },
+        subscribers: ts.iter().map(|t| t.subscribers).sum::<i64>(),
+        online: ts.iter().map(|t| t.online).sum::<i64>(),
+        nas: ts.iter().map(|t| t.nas).sum::<i64>(),
+    }))
 }
 
-#[allow(dead_code)]
-fn _actor(_: Actor) {}
+/// The operator host's operations.
+#[derive(OpenApi)]
+#[openapi(paths(
+    login,
+    refresh,
+    logout,
+    me,
+    tenants,
+    create_tenant,
+    tenant,
+    patch_tenant,
+    suspend,
+    resume,
+    delete_tenant,
+    act_as,
+    relays,
+    dns_records,
+    add_dns_record,
+    remove_dns_record,
+    stats,
+))]
+pub struct OperatorDoc;

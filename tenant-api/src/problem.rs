@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One field-level validation message.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// JSON field name (or query parameter).
     pub field: String,
@@ -38,6 +38,25 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     /// Seconds before retrying (429).
     pub retry_after: Option<u64>,
+}
+
+/// The body of every error answer (RFC 7807 `application/problem+json`), as documented.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDocument {
+    /// `urn:proxpanel:problem:<kind>`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Short human title.
+    pub title: String,
+    /// HTTP status.
+    pub status: u16,
+    /// What happened and what to do next.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Field-level validation messages.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
 }
 
 #[derive(Serialize)]
@@ -267,7 +286,34 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !has_json_content_type(req.headers()) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Expected a JSON body",
+            )
+            .detail("send the body with Content-Type: application/json"));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    "Request body too large",
+                )
+                .detail(e.body_text())
+            })?;
+        // No stored text may hold NUL (PostgreSQL refuses it): say so instead of failing later.
+        if bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")) {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "Text with a NUL character",
+            )
+            .detail("text fields must not contain NUL (\\u0000) characters"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(e) => Err(e.into()),
         }
@@ -278,6 +324,22 @@ impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
+}
+
+fn has_json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 /// Path parameters whose rejections are problems (e.g. an id that is not a UUID → 404).
@@ -315,6 +377,15 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if parts
+            .uri
+            .query()
+            .is_some_and(|q| q.to_ascii_lowercase().contains("%00"))
+        {
+            return Err(Problem::bad_request(
+                "query parameters must not contain NUL (%00) characters",
+            ));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
             Err(QueryRejection::FailedToDeserializeQueryString(e)) => {

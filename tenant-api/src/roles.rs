@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The role a request acts with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiRole {
     /// Platform operator (on the operator host, or acting as a tenant).

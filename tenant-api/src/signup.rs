@@ -8,13 +8,15 @@ use axum::http::StatusCode;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use saas_core::ids::{Email, Slug};
+use saas_core::model::Tenant;
 use saas_core::model::TenantStatus;
 use saas_core::platform::{Actor, MIN_PASSWORD_LEN, PlatformError, ProvisionRequest};
+use saas_core::store::Verification;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::host::ClientIp;
-use crate::mail::{Message, Outbox};
+use crate::mail::Message;
 use crate::problem::{ApiResult, Json, Problem, Query};
 use crate::{AppState, limit, verify_password};
 
@@ -29,17 +31,19 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .merge(guarded)
         .route("/api/v1/signup/check", get(check))
+        .route("/api/v1/signup/verify", get(verify))
 }
 
 /// `?slug=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CheckQuery {
     /// Wanted subdomain.
     pub slug: String,
 }
 
 /// Availability answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Availability {
     /// Whether the slug can be taken.
     pub available: bool,
@@ -47,6 +51,8 @@ pub struct Availability {
     pub reason: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/signup/check", tag = "signup", params(CheckQuery),
+    responses((status = 200, description = "Whether the slug can be taken (always 200)", body = Availability)))]
 async fn check(
     State(s): State<AppState>,
     Query(q): Query<CheckQuery>,
@@ -68,7 +74,7 @@ async fn check(
 }
 
 /// Signup body (DESIGN §8).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupRequest {
     /// Subdomain.
@@ -81,23 +87,37 @@ pub struct SignupRequest {
     pub password: String,
 }
 
+/// A created (or, for a retry, existing) ISP account.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignupAnswer {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// Its panel URL.
+    pub panel_url: String,
+    /// The owner's login.
+    pub owner_email: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/signup", tag = "signup", request_body = SignupRequest,
+    responses((status = 201, description = "Created; a verification link was mailed to the owner", body = SignupAnswer),
+        (status = 200, description = "A retry of the same signup", body = SignupAnswer)))]
 async fn signup(
     State(s): State<AppState>,
     ip: ClientIp,
     Json(r): Json<SignupRequest>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SignupAnswer>)> {
     let (status, v) = perform(&s, ip, r).await?;
     Ok((status, Json(v)))
 }
 
 /// The signup pipeline (the JSON endpoint and the web form share it): validates, provisions,
-/// writes the welcome mail; answers `{tenant, panel_url, owner_email}` with 201 (or 200 for a
-/// retry of the same signup). Validation problems name their field.
+/// mails the owner a verification link; answers with 201 (or 200 for a retry of the same
+/// signup). Validation problems name their field.
 pub async fn perform(
     s: &AppState,
     ip: ClientIp,
     r: SignupRequest,
-) -> ApiResult<(StatusCode, Value)> {
+) -> ApiResult<(StatusCode, SignupAnswer)> {
     let slug = Slug::parse(&r.slug.to_ascii_lowercase())
         .map_err(|e| Problem::validation("slug", e.to_string()))?;
     let email = Email::parse(&r.email).map_err(|e| Problem::validation("email", e.to_string()))?;
@@ -120,8 +140,11 @@ pub async fn perform(
     let answer = |t: &saas_core::model::Tenant, status| {
         (
             status,
-            json!({"tenant": t, "panel_url": s.config().panel_url(t.slug.as_str()),
-            "owner_email": email.as_str()}),
+            SignupAnswer {
+                tenant: t.clone(),
+                panel_url: s.config().panel_url(t.slug.as_str()),
+                owner_email: email.as_str().to_owned(),
+            },
         )
     };
     let mut existing_stale = false;
@@ -177,21 +200,130 @@ pub async fn perform(
         Err(e) => return Err(e.into()),
     };
     s.tenants().invalidate(Some(slug.as_str()));
-    let outbox = Outbox::in_data_dir(
-        &s.config().data_dir,
-        format!("noreply@{}", s.config().base_domain),
+    send_verification(s, &t, &email).await;
+    Ok(answer(&t, StatusCode::CREATED))
+}
+
+/// Mails the owner a single-use verification link. A failure is logged (never the link) and
+/// does not undo the signup.
+async fn send_verification(s: &AppState, t: &Tenant, email: &Email) {
+    let scope = s.store().tenant(t.id);
+    let user = match scope.user_by_email(email).await {
+        Ok(Some((u, _))) => u,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, tenant = %t.slug.as_str(), "cannot look up the owner for e-mail verification");
+            return;
+        }
+    };
+    let token = format!(
+        "{VERIFY_PREFIX}{}.{}",
+        t.id.0.simple(),
+        saas_core::crypto::random_token(32)
+    );
+    let ttl =
+        chrono::Duration::from_std(s.config().verify_ttl).unwrap_or(chrono::Duration::days(2));
+    if let Err(e) = scope
+        .create_email_verification(
+            user.id,
+            &crate::auth::sha256_hex(&token),
+            saas_core::store::now() + ttl,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, tenant = %t.slug.as_str(), "cannot store the e-mail verification");
+        return;
+    }
+    let link = format!(
+        "{}api/v1/signup/verify?token={token}",
+        s.config().apex_url()
     );
     let msg = Message {
         to: email.as_str().to_owned(),
         subject: format!("Your ProxPanel account {} is ready", t.slug.as_str()),
         body: format!(
-            "Welcome to ProxPanel.\n\nYour panel: {}\nSign in with {}.\n",
+            "Welcome to ProxPanel.\n\nConfirm your e-mail address (the link works once, for {} hours):\n{link}\n\nYour panel: {}\nSign in with {}.\n",
+            ttl.num_hours(),
             s.config().panel_url(t.slug.as_str()),
             email.as_str()
         ),
     };
-    if let Err(e) = outbox.send(&msg).await {
-        tracing::warn!(error = %e, "cannot write the signup mail to the outbox");
+    if let Err(e) = s.mailer().send(&msg).await {
+        tracing::warn!(error = %e, tenant = %t.slug.as_str(), "cannot send the signup e-mail");
     }
-    Ok(answer(&t, StatusCode::CREATED))
 }
+
+/// Prefix of e-mail verification tokens: `ev_<tenant id>.<random>` (the tenant id lets the
+/// apex check the token inside that tenant's scope only).
+pub const VERIFY_PREFIX: &str = "ev_";
+
+/// `?token=` of a verification link.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct VerifyQuery {
+    /// The token from the e-mail.
+    pub token: String,
+}
+
+/// A verified address.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Verified {
+    /// Always true.
+    pub verified: bool,
+    /// The tenant's panel URL (sign in there).
+    pub panel_url: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/signup/verify", tag = "signup", params(VerifyQuery),
+    responses((status = 200, description = "The owner's e-mail address is verified", body = Verified)))]
+async fn verify(
+    State(s): State<AppState>,
+    Query(q): Query<VerifyQuery>,
+) -> ApiResult<Json<Verified>> {
+    let bad =
+        || Problem::not_found("this verification link is not valid; sign in and ask for a new one");
+    let rest = q.token.strip_prefix(VERIFY_PREFIX).ok_or_else(bad)?;
+    let (tid, _) = rest.split_once('.').ok_or_else(bad)?;
+    let tid = uuid::Uuid::parse_str(tid).map_err(|_| bad())?;
+    let Some(t) = s
+        .store()
+        .system()
+        .tenant_by_id(saas_core::ids::TenantId(tid))
+        .await?
+    else {
+        return Err(bad());
+    };
+    let scope = s.store().tenant(t.id);
+    match scope
+        .use_email_verification(&crate::auth::sha256_hex(&q.token))
+        .await?
+    {
+        Verification::Verified(user) => {
+            scope
+                .audit(&format!("user:{user}"), "user.email_verified", None, None)
+                .await?;
+            Ok(Json(Verified {
+                verified: true,
+                panel_url: s.config().panel_url(t.slug.as_str()),
+            }))
+        }
+        Verification::Used => {
+            Err(
+                Problem::new(StatusCode::GONE, "verification-used", "Link already used")
+                    .detail("this verification link was already used; the address is verified"),
+            )
+        }
+        Verification::Expired => {
+            Err(
+                Problem::new(StatusCode::GONE, "verification-expired", "Link expired")
+                    .detail("this verification link has expired; sign in and ask for a new one"),
+            )
+        }
+        Verification::Unknown => Err(bad()),
+    }
+}
+
+/// The apex host's operations.
+#[derive(OpenApi)]
+#[openapi(paths(check, signup, verify))]
+pub struct SignupDoc;

@@ -9,6 +9,7 @@ mod coa;
 mod dns;
 mod radius;
 mod relay;
+mod schemathesis;
 mod serve;
 mod support;
 mod web;

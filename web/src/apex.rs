@@ -167,8 +167,8 @@ async fn signup(
     match perform(ws.api(), ip, req).await {
         Ok((status, body)) => Ok(render(&Done {
             l: Layout::bare("Your account is ready", "ProxPanel", &v.csrf),
-            panel_url: body["panel_url"].as_str().unwrap_or_default().to_owned(),
-            email: body["owner_email"].as_str().unwrap_or_default().to_owned(),
+            panel_url: body.panel_url,
+            email: body.owner_email,
             existed: status == StatusCode::OK,
         })),
         Err(p) => {

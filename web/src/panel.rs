@@ -1389,7 +1389,10 @@ async fn update_plan(
     let mut top = None;
     if e.is_empty() {
         let o = ops(&ws, &t, &a.0, ip);
-        match o.scope().update_plan(old.id, &p).await {
+        let updated = o.scope().update_plan(old.id, &p).await.and_then(|p| {
+            p.ok_or_else(|| saas_core::store::StoreError::NotFound(format!("plan {}", old.id)))
+        });
+        match updated {
             Ok(plan) => {
                 o.audit("plan.update", &plan.name).await?;
                 // Online subscribers of the plan get the new rate at their next authentication;

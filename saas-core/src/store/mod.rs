@@ -245,8 +245,113 @@ pub struct SubscriberQuery {
     pub limit: Option<i64>,
 }
 
+/// What a subscriber listing is ordered by (then by id, so pages are stable).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SubscriberSortKey {
+    /// Username (the default).
+    #[default]
+    Username,
+    /// Creation time.
+    Created,
+    /// Expiry (no expiry last).
+    Expiry,
+    /// Status text.
+    Status,
+    /// Plan name (no plan first).
+    Plan,
+}
+
+impl std::str::FromStr for SubscriberSortKey {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "username" => Self::Username,
+            "created" | "created_at" => Self::Created,
+            "expiry" | "expires_at" => Self::Expiry,
+            "status" => Self::Status,
+            "plan" => Self::Plan,
+            other => {
+                return Err(format!(
+                    "{other:?} is not a sort key: use username, created, expiry, status or plan (prefix - for descending)"
+                ));
+            }
+        })
+    }
+}
+
+/// Order of a subscriber listing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SubscriberSort {
+    /// Key.
+    pub key: SubscriberSortKey,
+    /// Largest first.
+    pub descending: bool,
+}
+
+impl std::str::FromStr for SubscriberSort {
+    type Err = String;
+    /// `key` or `-key` (descending).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (descending, k) = match s.strip_prefix('-') {
+            Some(k) => (true, k),
+            None => (false, s),
+        };
+        Ok(Self {
+            key: k.parse()?,
+            descending,
+        })
+    }
+}
+
+/// The sort value of a row in a sorted listing (what a cursor carries).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SortValue {
+    /// A text key.
+    Text(String),
+    /// A time key.
+    Time(DateTime<Utc>),
+}
+
+/// Outcome of presenting an e-mail verification token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// The user's address is now verified.
+    Verified(UserId),
+    /// The token was used before.
+    Used,
+    /// The token is past its lifetime.
+    Expired,
+    /// No such token in this tenant.
+    Unknown,
+}
+
+fn encode_cursor(v: &SortValue, id: SubscriberId) -> String {
+    use base64::Engine as _;
+    let v = match v {
+        SortValue::Text(t) => serde_json::json!(["s", t, id.0]),
+        SortValue::Time(t) => serde_json::json!(["t", t, id.0]),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+fn decode_cursor(c: &str) -> Option<(SortValue, SubscriberId)> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()?;
+    let (kind, v, id): (String, serde_json::Value, uuid::Uuid) =
+        serde_json::from_slice(&bytes).ok()?;
+    let v = match kind.as_str() {
+        "s" => SortValue::Text(v.as_str()?.to_owned()),
+        "t" => SortValue::Time(serde_json::from_value(v).ok()?),
+        _ => return None,
+    };
+    Some((v, SubscriberId(id)))
+}
+
 /// A page of a listing (DESIGN §8 `{items, next_cursor}`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Page<T> {
     /// Items.
     pub items: Vec<T>,
@@ -284,6 +389,7 @@ pub enum Rotation<U> {
 
 /// An API token as stored (never its text).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ApiTokenRow {
     /// Id.
     pub id: uuid::Uuid,
@@ -492,19 +598,6 @@ impl TenantScope {
             }
             e => e,
         })
-    }
-
-    /// Replaces a plan's settings (name included); NotFound when it is not this tenant's.
-    pub async fn update_plan(&self, id: PlanId, p: &NewPlan) -> Result<Plan> {
-        validate_plan(p)?;
-        dispatch!(self.store, plan_update(self.tenant, id, p))
-            .map_err(|e| match e {
-                StoreError::Db(e) => {
-                    conflict(e, || format!("a plan named {:?} already exists", p.name))
-                }
-                e => e,
-            })?
-            .ok_or_else(|| StoreError::NotFound(format!("plan {id}")))
     }
 
     /// All plans, by name.
@@ -736,6 +829,176 @@ impl TenantScope {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// Lists subscribers in any [`SubscriberSort`] order with filters and a cursor. Ascending
+    /// by username, the cursor is the last username (as [`TenantScope::subscribers`]); any other
+    /// order uses an opaque cursor carrying the last row's sort value and id.
+    pub async fn subscribers_sorted(
+        &self,
+        q: &SubscriberQuery,
+        sort: SubscriberSort,
+    ) -> Result<Page<Subscriber>> {
+        if sort == SubscriberSort::default() {
+            return self.subscribers(q).await;
+        }
+        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        let search = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
+            let esc = s
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{esc}%")
+        });
+        let after = match q.after.as_deref() {
+            Some(c) => Some(decode_cursor(c).ok_or_else(|| {
+                StoreError::Invalid(
+                    "the cursor is not one this listing gave (keep the same sort between pages)"
+                        .into(),
+                )
+            })?),
+            None => None,
+        };
+        let time_key = matches!(
+            sort.key,
+            SubscriberSortKey::Created | SubscriberSortKey::Expiry
+        );
+        if let Some((v, _)) = &after
+            && matches!(v, SortValue::Time(_)) != time_key
+        {
+            return Err(StoreError::Invalid(
+                "the cursor belongs to another sort order; start again without a cursor".into(),
+            ));
+        }
+        let mut rows = dispatch!(
+            self.store,
+            subscribers_list_sorted(
+                self.tenant,
+                search.as_deref(),
+                q.status,
+                q.plan_id,
+                sort.key,
+                sort.descending,
+                after.as_ref(),
+                limit + 1
+            )
+        )?;
+        let next_cursor = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|(s, v)| encode_cursor(v, s.id))
+        } else {
+            None
+        };
+        Ok(Page {
+            items: rows.into_iter().map(|(s, _)| s).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Replaces a plan's fields; None when there is no such plan here.
+    pub async fn update_plan(&self, id: PlanId, p: &NewPlan) -> Result<Option<Plan>> {
+        validate_plan(p)?;
+        dispatch!(self.store, plan_update(self.tenant, id, p)).map_err(|e| match e {
+            StoreError::Db(e) => {
+                conflict(e, || format!("a plan named {:?} already exists", p.name))
+            }
+            e => e,
+        })
+    }
+
+    /// Deletes a plan; a plan that subscribers use is a conflict saying how many. False when
+    /// there is no such plan here.
+    pub async fn delete_plan(&self, id: PlanId) -> Result<bool> {
+        dispatch!(self.store, plan_delete(self.tenant, id))
+    }
+
+    /// Changes a NAS (secrets sealed here); None when there is no such NAS here.
+    pub async fn update_nas(&self, id: NasId, p: &NasPatch) -> Result<Option<Nas>> {
+        if p.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(StoreError::Invalid("NAS name must not be empty".into()));
+        }
+        if p.secret.as_deref() == Some("") {
+            return Err(StoreError::Invalid(
+                "RADIUS secret must not be empty".into(),
+            ));
+        }
+        if let Some(ip) = p.ip
+            && (ip.is_unspecified() || ip.is_multicast())
+        {
+            return Err(StoreError::Invalid(format!(
+                "{ip} cannot be a NAS source address"
+            )));
+        }
+        let secrets = self.store.secrets();
+        let secret = p.secret.as_deref().map(|s| secrets.seal_str(s));
+        let api_password = p
+            .api_password
+            .as_ref()
+            .map(|o| o.as_deref().map(|s| secrets.seal_str(s)));
+        dispatch!(
+            self.store,
+            nas_update(
+                self.tenant,
+                id,
+                p,
+                secret.as_deref(),
+                api_password.as_ref().map(|o| o.as_deref())
+            )
+        )
+        .map_err(|e| match e {
+            StoreError::Db(e) => {
+                let on_ip = is_direct_ip_conflict(&e);
+                conflict(e, || match p.ip {
+                    Some(ip) if on_ip => format!(
+                        "source address {ip} is already registered to a NAS on this platform; a direct NAS address can belong to only one account"
+                    ),
+                    _ => format!(
+                        "a NAS named {:?} already exists",
+                        p.name.as_deref().unwrap_or_default()
+                    ),
+                })
+            }
+            e => e,
+        })
+    }
+
+    /// Changes a panel user's role, disabled flag or password; a change that leaves the tenant
+    /// without an enabled owner is a conflict. Disabling or a new password signs the user out.
+    pub async fn update_user(&self, id: UserId, p: &UserPatch) -> Result<Option<TenantUser>> {
+        dispatch!(self.store, user_update(self.tenant, id, p, now()))
+    }
+
+    /// Deletes a panel user (and its logins); the last enabled owner cannot be deleted.
+    pub async fn delete_user(&self, id: UserId) -> Result<bool> {
+        dispatch!(self.store, user_delete(self.tenant, id))
+    }
+
+    /// (start, input octets, output octets) of a username's sessions started since `since`.
+    pub async fn session_usage(
+        &self,
+        username: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, i64, i64)>> {
+        dispatch!(self.store, session_usage_rows(self.tenant, username, since))
+    }
+
+    /// Stores an e-mail verification token (only its hash) for a user.
+    pub async fn create_email_verification(
+        &self,
+        user: UserId,
+        hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<()> {
+        dispatch!(
+            self.store,
+            email_verification_insert(self.tenant, user, hash, now(), expires_at)
+        )
+    }
+
+    /// Uses an e-mail verification token (once).
+    pub async fn use_email_verification(&self, hash: &str) -> Result<Verification> {
+        dispatch!(self.store, email_verification_use(self.tenant, hash, now()))
     }
 
     /// Number of subscribers.

@@ -257,3 +257,6 @@ impl Db {
 }
 
 include!("queries.rs");
+
+/// Expiry sort key: no expiry sorts after every date.
+const EXPIRY_SORT: &str = "COALESCE(s.expires_at, TIMESTAMPTZ '9999-12-31 23:59:59+00')";

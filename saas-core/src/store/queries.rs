@@ -49,6 +49,7 @@ fn user_row(r: &DbRow) -> Result<TenantUser> {
         email: parse_email(r.try_get("email")?)?,
         role: parse_enum(r.try_get("role")?)?,
         disabled: r.try_get("disabled")?,
+        email_verified: r.try_get("email_verified")?,
         created_at: r.try_get("created_at")?,
     })
 }
@@ -289,6 +290,7 @@ impl Db {
         for sql in [
             "DELETE FROM refresh_families WHERE tenant_id = $1",
             "DELETE FROM api_tokens WHERE tenant_id = $1",
+            "DELETE FROM email_verifications WHERE tenant_id = $1",
             "DELETE FROM radius_sessions WHERE tenant_id = $1",
             "DELETE FROM auth_log WHERE tenant_id = $1",
             "DELETE FROM audit_log WHERE tenant_id = $1",
@@ -313,12 +315,12 @@ impl Db {
             .bind(id.0).bind(t.0).bind(email.as_str()).bind(hash).bind(role.as_str()).bind(false).bind(now)
             .execute(&mut *tx).await?;
         tx.commit().await?;
-        Ok(TenantUser { id, tenant_id: t, email: email.clone(), role, disabled: false, created_at: now })
+        Ok(TenantUser { id, tenant_id: t, email: email.clone(), role, disabled: false, email_verified: false, created_at: now })
     }
 
     pub(super) async fn user_by_email(&self, t: TenantId, email: &Email) -> Result<Option<(TenantUser, String)>> {
         let mut tx = self.read(t).await?;
-        let row = sqlx::query("SELECT id, tenant_id, email, role, disabled, created_at, password_hash FROM tenant_users WHERE tenant_id = $1 AND email = $2")
+        let row = sqlx::query("SELECT id, tenant_id, email, role, disabled, email_verified, created_at, password_hash FROM tenant_users WHERE tenant_id = $1 AND email = $2")
             .bind(t.0).bind(email.as_str()).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         row.map(|r| Ok((user_row(&r)?, r.try_get("password_hash")?))).transpose()
@@ -326,32 +328,13 @@ impl Db {
 
     pub(super) async fn users_list(&self, t: TenantId) -> Result<Vec<TenantUser>> {
         let mut tx = self.read(t).await?;
-        let rows = sqlx::query("SELECT id, tenant_id, email, role, disabled, created_at FROM tenant_users WHERE tenant_id = $1 ORDER BY email")
+        let rows = sqlx::query("SELECT id, tenant_id, email, role, disabled, email_verified, created_at FROM tenant_users WHERE tenant_id = $1 ORDER BY email")
             .bind(t.0).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(user_row).collect()
     }
 
     // ---- plans ----
-
-    pub(super) async fn plan_update(&self, t: TenantId, id: PlanId, p: &NewPlan) -> Result<Option<Plan>> {
-        let action = if p.quota_bytes.is_some() && p.fup_download_kbps.is_none() { QuotaAction::Reject } else { QuotaAction::Fup };
-        let mut tx = self.write(t).await?;
-        sqlx::query(
-            "UPDATE service_plans SET name = $3, download_kbps = $4, upload_kbps = $5, burst_download_kbps = $6, burst_upload_kbps = $7,
-                burst_threshold_kbps = $8, burst_time_s = $9, quota_bytes = $10, quota_action = $11, fup_download_kbps = $12, fup_upload_kbps = $13,
-                validity_days = $14, price_cents = $15, ip_pool = $16, ipv6_pool = $17, delegated_ipv6_pool = $18, session_timeout_s = $19, sim_use = $20
-             WHERE tenant_id = $1 AND id = $2",
-        )
-        .bind(t.0).bind(id.0).bind(p.name.trim()).bind(p.download_kbps).bind(p.upload_kbps).bind(p.burst_download_kbps).bind(p.burst_upload_kbps)
-        .bind(p.burst_threshold_kbps).bind(p.burst_time_s).bind(p.quota_bytes).bind(action.as_str()).bind(p.fup_download_kbps).bind(p.fup_upload_kbps)
-        .bind(p.validity_days).bind(p.price_cents).bind(p.ip_pool.as_deref()).bind(p.ipv6_pool.as_deref()).bind(p.delegated_ipv6_pool.as_deref())
-        .bind(p.session_timeout_s).bind(p.sim_use.unwrap_or(1))
-        .execute(&mut *tx).await?;
-        let row = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
-        tx.commit().await?;
-        row.as_ref().map(plan_row).transpose()
-    }
 
     pub(super) async fn plan_insert(&self, t: TenantId, id: PlanId, p: &NewPlan, is_default: bool, now: DateTime<Utc>) -> Result<Plan> {
         let action = if p.quota_bytes.is_some() && p.fup_download_kbps.is_none() { QuotaAction::Reject } else { QuotaAction::Fup };
@@ -1363,7 +1346,7 @@ impl Db {
 
     pub(super) async fn user_by_id(&self, t: TenantId, id: UserId) -> Result<Option<TenantUser>> {
         let mut tx = self.read(t).await?;
-        let row = sqlx::query("SELECT id, tenant_id, email, role, disabled, created_at FROM tenant_users WHERE tenant_id = $1 AND id = $2")
+        let row = sqlx::query("SELECT id, tenant_id, email, role, disabled, email_verified, created_at FROM tenant_users WHERE tenant_id = $1 AND id = $2")
             .bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
         tx.commit().await?;
         row.as_ref().map(user_row).transpose()
@@ -1438,4 +1421,254 @@ fn rotate_row(row: Option<&DbRow>, presented: &str, now: DateTime<Utc>) -> Resul
     } else {
         crate::store::Rotation::Rotated(r.try_get("user_id")?)
     })
+}
+
+// ---- API gaps (issue 6): plan/NAS/user changes, usage buckets, sorted listings, e-mail ----
+
+const USER_COLS: &str = "id, tenant_id, email, role, disabled, email_verified, created_at";
+
+impl Db {
+    pub(super) async fn plan_update(&self, t: TenantId, id: PlanId, p: &NewPlan) -> Result<Option<Plan>> {
+        let action = if p.quota_bytes.is_some() && p.fup_download_kbps.is_none() { QuotaAction::Reject } else { QuotaAction::Fup };
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query(
+            "UPDATE service_plans SET name = $3, download_kbps = $4, upload_kbps = $5, burst_download_kbps = $6, burst_upload_kbps = $7,
+                burst_threshold_kbps = $8, burst_time_s = $9, quota_bytes = $10, quota_action = $11, fup_download_kbps = $12,
+                fup_upload_kbps = $13, validity_days = $14, price_cents = $15, ip_pool = $16, ipv6_pool = $17, delegated_ipv6_pool = $18,
+                session_timeout_s = $19, sim_use = $20
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.0).bind(id.0).bind(p.name.trim()).bind(p.download_kbps).bind(p.upload_kbps).bind(p.burst_download_kbps).bind(p.burst_upload_kbps)
+        .bind(p.burst_threshold_kbps).bind(p.burst_time_s).bind(p.quota_bytes).bind(action.as_str()).bind(p.fup_download_kbps).bind(p.fup_upload_kbps)
+        .bind(p.validity_days).bind(p.price_cents).bind(p.ip_pool.as_deref()).bind(p.ipv6_pool.as_deref()).bind(p.delegated_ipv6_pool.as_deref())
+        .bind(p.session_timeout_s).bind(p.sim_use.unwrap_or(1))
+        .execute(&mut *tx).await?;
+        if res.rows_affected() == 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT * FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(plan_row(&row)?))
+    }
+
+    /// Deletes a plan unless subscribers use it: `Err(Conflict)` naming how many do.
+    pub(super) async fn plan_delete(&self, t: TenantId, id: PlanId) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let row = sqlx::query("SELECT name FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let name: String = row.try_get("name")?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM subscribers WHERE tenant_id = $1 AND plan_id = $2").bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        if users > 0 {
+            tx.rollback().await?;
+            return Err(StoreError::Conflict(format!(
+                "plan {name:?} is used by {users} subscriber(s); move them to another plan first (PATCH /api/v1/subscribers/{{id}} with plan_id)"
+            )));
+        }
+        sqlx::query("DELETE FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn nas_update(&self, t: TenantId, id: NasId, p: &NasPatch, secret: Option<&str>, api_password: Option<Option<&str>>) -> Result<Option<Nas>> {
+        let mut tx = self.write(t).await?;
+        let res = sqlx::query(
+            "UPDATE nas_devices SET
+                name = COALESCE($3, name),
+                vendor = COALESCE($4, vendor),
+                ip = COALESCE($5, ip),
+                secret = COALESCE($6, secret),
+                message_auth = COALESCE($7, message_auth),
+                coa_port = COALESCE($8, coa_port),
+                api_user = CASE WHEN $9 THEN $10 ELSE api_user END,
+                api_password = CASE WHEN $11 THEN $12 ELSE api_password END,
+                use_ssl = COALESCE($13, use_ssl)
+             WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(t.0).bind(id.0).bind(p.name.as_deref().map(str::trim)).bind(p.vendor.map(|v| v.as_str())).bind(p.ip.map(|i| i.to_string()))
+        .bind(secret).bind(p.message_auth.map(|m| m.as_str())).bind(p.coa_port.map(i64::from))
+        .bind(p.api_user.is_some()).bind(p.api_user.clone().flatten())
+        .bind(api_password.is_some()).bind(api_password.flatten())
+        .bind(p.use_ssl)
+        .execute(&mut *tx).await?;
+        if res.rows_affected() == 0 {
+            tx.commit().await?;
+            return Ok(None);
+        }
+        let row = sqlx::query(q(format!("SELECT {NAS_COLS} FROM nas_devices WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(nas_row(&row)?))
+    }
+
+    /// Refuses a change that would leave the tenant without an enabled owner.
+    async fn keep_an_owner(&self, tx: &mut Transaction<'static, DbKind>, t: TenantId, id: UserId) -> Result<()> {
+        let others: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenant_users WHERE tenant_id = $1 AND role = 'owner' AND disabled = $2 AND id <> $3")
+            .bind(t.0).bind(false).bind(id.0).fetch_one(&mut **tx).await?;
+        if others == 0 {
+            return Err(StoreError::Conflict(
+                "this is the account's last owner; make another user owner first".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn user_update(&self, t: TenantId, id: UserId, p: &UserPatch, now: DateTime<Utc>) -> Result<Option<TenantUser>> {
+        let mut tx = self.write(t).await?;
+        let row = sqlx::query(q(format!("SELECT {USER_COLS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(None);
+        };
+        let cur = user_row(&row)?;
+        let demoted = p.role.is_some_and(|r| r != Role::Owner) || p.disabled == Some(true);
+        if cur.role == Role::Owner && !cur.disabled && demoted
+            && let Err(e) = self.keep_an_owner(&mut tx, t, id).await
+        {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        sqlx::query("UPDATE tenant_users SET role = COALESCE($3, role), disabled = COALESCE($4, disabled), password_hash = COALESCE($5, password_hash) WHERE tenant_id = $1 AND id = $2")
+            .bind(t.0).bind(id.0).bind(p.role.map(|r| r.as_str())).bind(p.disabled).bind(p.password_hash.as_deref())
+            .execute(&mut *tx).await?;
+        // A disabled user, or a new password, signs out every session of that user.
+        if p.disabled == Some(true) || p.password_hash.is_some() {
+            sqlx::query("UPDATE refresh_families SET revoked_at = $3, revoke_reason = 'user.update' WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
+                .bind(t.0).bind(id.0).bind(now).execute(&mut *tx).await?;
+        }
+        let row = sqlx::query(q(format!("SELECT {USER_COLS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Some(user_row(&row)?))
+    }
+
+    pub(super) async fn user_delete(&self, t: TenantId, id: UserId) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        let row = sqlx::query(q(format!("SELECT {USER_COLS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let cur = user_row(&row)?;
+        if cur.role == Role::Owner && !cur.disabled
+            && let Err(e) = self.keep_an_owner(&mut tx, t, id).await
+        {
+            tx.rollback().await?;
+            return Err(e);
+        }
+        for sql in [
+            "DELETE FROM refresh_families WHERE tenant_id = $1 AND user_id = $2",
+            "DELETE FROM email_verifications WHERE tenant_id = $1 AND user_id = $2",
+            "DELETE FROM tenant_users WHERE tenant_id = $1 AND id = $2",
+        ] {
+            sqlx::query(sql).bind(t.0).bind(id.0).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// (start, input, output) of a username's sessions started since `since`, oldest first.
+    pub(super) async fn session_usage_rows(&self, t: TenantId, username: &str, since: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, i64, i64)>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT started_at, input_octets, output_octets FROM radius_sessions WHERE tenant_id = $1 AND username = $2 AND started_at >= $3 ORDER BY started_at")
+            .bind(t.0).bind(username).bind(since).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok((r.try_get("started_at")?, r.try_get("input_octets")?, r.try_get("output_octets")?))).collect()
+    }
+
+    /// A page sorted by `key` then id, keyset on (sort value, id); `after` is the previous
+    /// page's last (value, id).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscribers_list_sorted(
+        &self,
+        t: TenantId,
+        search: Option<&str>,
+        status: Option<SubscriberStatus>,
+        plan: Option<PlanId>,
+        key: crate::store::SubscriberSortKey,
+        descending: bool,
+        after: Option<&(crate::store::SortValue, SubscriberId)>,
+        limit: i64,
+    ) -> Result<Vec<(Subscriber, crate::store::SortValue)>> {
+        use crate::store::{SortValue, SubscriberSortKey as K};
+        let expr = match key {
+            K::Username => "s.username",
+            K::Created => "s.created_at",
+            K::Expiry => EXPIRY_SORT,
+            K::Status => "s.status",
+            K::Plan => "COALESCE(p.name, '')",
+        };
+        let time_key = matches!(key, K::Created | K::Expiry);
+        let (cmp, dir) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        let (keyset, lim) = if after.is_some() {
+            (format!("AND ({expr} {cmp} $5 OR ({expr} = $5 AND s.id {cmp} $6))"), "$7")
+        } else {
+            (String::new(), "$5")
+        };
+        let sql = format!(
+            "SELECT {SUB_COLS}, {expr} AS sort_value FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
+             WHERE s.tenant_id = $1
+               AND ($2 IS NULL OR LOWER(s.username) LIKE $2 ESCAPE '\\')
+               AND ($3 IS NULL OR s.status = $3)
+               AND ($4 IS NULL OR s.plan_id = $4)
+               {keyset}
+             ORDER BY {expr} {dir}, s.id {dir} LIMIT {lim}"
+        );
+        let mut tx = self.read(t).await?;
+        let query = sqlx::query(q(sql)).bind(t.0).bind(search).bind(status.map(|s| s.as_str())).bind(plan.map(|p| p.0));
+        let query = match after {
+            Some((SortValue::Time(v), id)) => query.bind(*v).bind(id.0),
+            Some((SortValue::Text(v), id)) => query.bind(v.clone()).bind(id.0),
+            None => query,
+        };
+        let rows = query.bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                let v = if time_key { SortValue::Time(r.try_get("sort_value")?) } else { SortValue::Text(r.try_get("sort_value")?) };
+                Ok((subscriber_row(r)?, v))
+            })
+            .collect()
+    }
+
+    pub(super) async fn email_verification_insert(&self, t: TenantId, user: UserId, hash: &str, now: DateTime<Utc>, expires: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.write(t).await?;
+        sqlx::query("INSERT INTO email_verifications (token_hash, tenant_id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hash).bind(t.0).bind(user.0).bind(now).bind(expires).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Uses a verification token once: marks it used and the user's e-mail verified.
+    pub(super) async fn email_verification_use(&self, t: TenantId, hash: &str, now: DateTime<Utc>) -> Result<crate::store::Verification> {
+        use crate::store::Verification;
+        let mut tx = self.write(t).await?;
+        let row = sqlx::query("SELECT user_id, expires_at, used_at FROM email_verifications WHERE tenant_id = $1 AND token_hash = $2")
+            .bind(t.0).bind(hash).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            tx.commit().await?;
+            return Ok(Verification::Unknown);
+        };
+        let used: Option<DateTime<Utc>> = row.try_get("used_at")?;
+        let expires: DateTime<Utc> = row.try_get("expires_at")?;
+        let user = UserId(row.try_get("user_id")?);
+        let out = if used.is_some() {
+            Verification::Used
+        } else if expires <= now {
+            Verification::Expired
+        } else {
+            // Compare-and-set: of two concurrent uses only one verifies.
+            let res = sqlx::query("UPDATE email_verifications SET used_at = $3 WHERE tenant_id = $1 AND token_hash = $2 AND used_at IS NULL")
+                .bind(t.0).bind(hash).bind(now).execute(&mut *tx).await?;
+            if res.rows_affected() == 1 {
+                sqlx::query("UPDATE tenant_users SET email_verified = $3 WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(user.0).bind(true).execute(&mut *tx).await?;
+                Verification::Verified(user)
+            } else {
+                Verification::Used
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
 }

@@ -115,3 +115,6 @@ impl Db {
 }
 
 include!("queries.rs");
+
+/// Expiry sort key: no expiry sorts after every date (sqlx stores SQLite timestamps as RFC 3339).
+const EXPIRY_SORT: &str = "COALESCE(s.expires_at, '9999-12-31T23:59:59+00:00')";

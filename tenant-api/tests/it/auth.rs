@@ -160,7 +160,7 @@ async fn access_tokens_expire() {
 }
 
 #[tokio::test]
-async fn failed_logins_climb_the_lockout_ladder() {
+async fn failed_logins_climb_the_lockout_ladder_per_address_and_per_account() {
     let e = env(saas_core::testing::sqlite().await).await;
     provision(&e.platform, "alpha").await;
     let h = host("alpha");
@@ -192,7 +192,19 @@ async fn failed_logins_climb_the_lockout_ladder() {
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((50..=60).contains(&retry), "{retry}");
-    // Another address is not affected.
+    // Another address is not affected for other accounts...
+    let r = call_from(
+        &e.app,
+        "192.0.2.67",
+        "POST",
+        &h,
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "admin@alpha.example", "password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    // ...but the attacked account is locked from every address (per-account lockout).
     let r = call_from(
         &e.app,
         "192.0.2.67",
@@ -201,6 +213,20 @@ async fn failed_logins_climb_the_lockout_ladder() {
         "/api/v1/auth/login",
         None,
         body(PASSWORD),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body["detail"].as_str().unwrap().contains("this account"));
+    // The same e-mail on another tenant is another account.
+    provision(&e.platform, "beta").await;
+    let r = call_from(
+        &e.app,
+        "192.0.2.67",
+        "POST",
+        &host("beta"),
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "owner@beta.example", "password": PASSWORD})),
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);

@@ -6,6 +6,7 @@
 mod support;
 
 mod auth;
+mod changes;
 mod hosts;
 mod operator;
 mod resources;

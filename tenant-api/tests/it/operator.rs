@@ -7,11 +7,11 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn op_host() -> String {
+pub fn op_host() -> String {
     format!("operator.{BASE}")
 }
 
-async fn operator_token(e: &Env) -> String {
+pub async fn operator_token(e: &Env) -> String {
     let email = Email::parse("ops@platform.example").unwrap();
     let (_, uri) = e
         .platform

@@ -217,6 +217,18 @@ async fn role_matrix_over_every_endpoint() {
     let sub = ids["subscribers"].as_str().unwrap();
     let sess = ids["sessions"].as_str().unwrap();
     let nas = ids["nas"].as_str().unwrap();
+    let missing = uuid::Uuid::new_v4();
+    let t = e.platform.tenant_by_slug("alpha").await.unwrap();
+    let viewer =
+        e.ts.store
+            .tenant(t.id)
+            .users()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|u| u.role == Role::Viewer)
+            .unwrap()
+            .id;
     let mut endpoints: Vec<(String, String, Perm)> = tenant_api::tenant::ENDPOINTS
         .iter()
         .map(|(m, p, perm)| (m.to_string(), p.to_string(), *perm))
@@ -259,6 +271,44 @@ async fn role_matrix_over_every_endpoint() {
             format!("/api/v1/peers/{}", ids["peers"].as_str().unwrap()),
             Perm::Read,
         ),
+        (
+            "GET".into(),
+            format!("/api/v1/subscribers/{sub}/usage?period=daily&count=7"),
+            Perm::Read,
+        ),
+        (
+            "GET".into(),
+            "/api/v1/subscribers?sort=-expiry".into(),
+            Perm::Read,
+        ),
+        (
+            "PATCH".into(),
+            format!("/api/v1/plans/{}", ids["plans"].as_str().unwrap()),
+            Perm::Settings,
+        ),
+        ("PATCH".into(), format!("/api/v1/nas/{nas}"), Perm::Settings),
+        ("GET".into(), format!("/api/v1/users/{viewer}"), Perm::Users),
+        (
+            "PATCH".into(),
+            format!("/api/v1/users/{viewer}"),
+            Perm::Users,
+        ),
+        // Deletes of ids that do not exist: allowed roles get 404, the others 403.
+        (
+            "DELETE".into(),
+            format!("/api/v1/plans/{missing}"),
+            Perm::Settings,
+        ),
+        (
+            "DELETE".into(),
+            format!("/api/v1/nas/{missing}"),
+            Perm::Settings,
+        ),
+        (
+            "DELETE".into(),
+            format!("/api/v1/users/{missing}"),
+            Perm::Users,
+        ),
     ]);
     let h = host("alpha");
     let roles = [
@@ -276,7 +326,14 @@ async fn role_matrix_over_every_endpoint() {
                 body_for(m, path)
             };
             let r = call(&e.app, m, &h, path, Some(&tok), body).await;
-            if m == "POST" && path == "/api/v1/peers" && allows(role, *perm) {
+            if m == "DELETE" && path.ends_with(&missing.to_string()) && allows(role, *perm) {
+                assert_eq!(
+                    r.status,
+                    StatusCode::NOT_FOUND,
+                    "{role:?} {m} {path}: {}",
+                    r.body
+                );
+            } else if m == "POST" && path == "/api/v1/peers" && allows(role, *perm) {
                 // No relay in this process: the binary's serve test creates real peers.
                 assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED, "{}", r.body);
             } else if allows(role, *perm) {
@@ -467,7 +524,7 @@ async fn limits_and_audit_lines_with_client_address() {
         &e.app,
         "GET",
         &h,
-        "/api/v1/subscribers?sort=created",
+        "/api/v1/subscribers?sort=balance",
         Some(&tok),
         None,
     )
