@@ -13,7 +13,6 @@ use saas_core::model::{TenantLimits, TenantStatus, TenantSummary};
 use saas_core::platform::{Platform, ProvisionRequest};
 use saas_core::store::{Page, Rotation};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{OpenApi, ToSchema};
 use uuid::Uuid;
 
@@ -359,44 +358,19 @@ async fn patch_tenant(
     Path(slug): Path<String>,
     Json(p): Json<PatchTenant>,
 ) -> ApiResult<Json<Tenant>> {
-    let t = s.platform().tenant_by_slug(&slug).await?;
     if let Some(l) = &p.limits {
         check_limits(l)?;
     }
-    let scope = s.store().tenant(t.id);
-    let t = scope
-        .update_tenant(p.name.as_deref(), None, p.limits)
+    // The same audited, announced change as `proxpanel tenant update`.
+    let change = saas_core::platform::TenantChange {
+        name: p.name,
+        max_subscribers: p.limits.map(|l| l.max_subscribers),
+        max_nas: p.limits.map(|l| l.max_nas),
+        ..Default::default()
+    };
+    let t = platform(&s, ip)
+        .update_tenant(&slug, &change, &a.actor())
         .await?;
-    let details = json!({"name": p.name.is_some(), "limits": p.limits}).to_string();
-    let ipt = ip.0.to_string();
-    scope
-        .audit_from(
-            &a.actor().0,
-            "tenant.update",
-            Some(t.slug.as_str()),
-            Some(&details),
-            Some(&ipt),
-        )
-        .await?;
-    s.store()
-        .platform()
-        .audit_from(
-            &a.actor().0,
-            "tenant.update",
-            Some(t.slug.as_str()),
-            Some(&details),
-            Some(&ipt),
-        )
-        .await?;
-    s.platform()
-        .bus()
-        .publish(
-            Some(t.id),
-            saas_core::bus::kinds::TENANT_CHANGED,
-            &json!({"tenant": t.id, "slug": t.slug, "status": t.status}),
-        )
-        .await
-        .map_err(|e| Problem::internal(&e))?;
     s.tenants().invalidate(Some(t.slug.as_str()));
     Ok(Json(t))
 }
