@@ -9,7 +9,9 @@ use crate::bus::{Bus, BusError, kinds};
 use crate::crypto::{self, CryptoError, HashCost};
 use crate::ids::*;
 use crate::model::*;
-use crate::store::{Page, Store, StoreError, SubscriberQuery, TenantScope};
+use crate::store::{
+    Page, QUOTA_SYNC_MAX_S, QUOTA_SYNC_MIN_S, Store, StoreError, SubscriberQuery, TenantScope,
+};
 
 /// Errors of the domain services.
 #[derive(Debug, thiserror::Error)]
@@ -455,6 +457,14 @@ impl Platform {
             && (l.max_subscribers < 0 || l.max_nas < 0)
         {
             return Err(PlatformError::Invalid("limits cannot be negative".into()));
+        }
+        // Checked before anything changes, so a bad interval leaves the other fields alone too.
+        if let Some(Some(q)) = change.quota_sync_s
+            && !(QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&q)
+        {
+            return Err(PlatformError::Invalid(format!(
+                "the QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {q}"
+            )));
         }
         let mut t = scope
             .update_tenant(change.name.as_deref(), change.timezone.as_deref(), limits)

@@ -93,7 +93,7 @@ fn page<T>(items: Vec<T>) -> Page<T> {
 }
 
 /// `Some(None)` for an explicit null, `Some(Some(v))` for a value, `None` when absent.
-fn double<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,

@@ -5,6 +5,7 @@
 //! [`PlatformScope`]. The SQL is written once (`queries.rs`) and compiled for each backend.
 
 mod postgres;
+mod revocations;
 mod sqlite;
 
 use std::net::IpAddr;
@@ -113,6 +114,7 @@ enum Backend {
 struct Inner {
     backend: Backend,
     secrets: SecretBox,
+    revocations: revocations::Revocations,
 }
 
 /// Handle to the store; cheap to clone.
@@ -159,7 +161,11 @@ impl Store {
             )));
         };
         Ok(Self {
-            inner: Arc::new(Inner { backend, secrets }),
+            inner: Arc::new(Inner {
+                backend,
+                secrets,
+                revocations: Default::default(),
+            }),
         })
     }
 
@@ -803,19 +809,12 @@ impl TenantScope {
     /// Lists subscribers by username with filters and a cursor.
     pub async fn subscribers(&self, q: &SubscriberQuery) -> Result<Page<Subscriber>> {
         let limit = q.limit.unwrap_or(50).clamp(1, 500);
-        let search = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
-            let esc = s
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{esc}%")
-        });
+        let search = q.search.as_deref().filter(|s| !s.is_empty());
         let mut items = dispatch!(
             self.store,
             subscribers_list(
                 self.tenant,
-                search.as_deref(),
+                search,
                 q.status,
                 q.plan_id,
                 q.after.as_deref(),
@@ -843,14 +842,7 @@ impl TenantScope {
             return self.subscribers(q).await;
         }
         let limit = q.limit.unwrap_or(50).clamp(1, 500);
-        let search = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
-            let esc = s
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{esc}%")
-        });
+        let search = q.search.as_deref().filter(|s| !s.is_empty());
         let after = match q.after.as_deref() {
             Some(c) => Some(decode_cursor(c).ok_or_else(|| {
                 StoreError::Invalid(
@@ -875,7 +867,7 @@ impl TenantScope {
             self.store,
             subscribers_list_sorted(
                 self.tenant,
-                search.as_deref(),
+                search,
                 q.status,
                 q.plan_id,
                 sort.key,
@@ -1704,12 +1696,24 @@ impl PlatformScope {
 
     /// Revokes one access token by its `jti` until `expires_at`.
     pub async fn revoke_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
-        dispatch!(self.store, jti_revoke(jti, expires_at))
+        dispatch!(self.store, jti_revoke(jti, expires_at))?;
+        self.store.inner.revocations.add(jti, expires_at);
+        Ok(())
     }
 
-    /// Whether an access token id was revoked.
+    /// Whether an access token id was revoked: answered from memory, which is reloaded from the
+    /// store at most every second (see `revocations`), not a query per request.
     pub async fn access_token_revoked(&self, jti: &str) -> Result<bool> {
-        dispatch!(self.store, jti_is_revoked(jti))
+        let list = &self.store.inner.revocations;
+        if !list.fresh() {
+            let _reload = list.reloading().await;
+            if !list.fresh() {
+                let now = now();
+                let rows = dispatch!(self.store, jti_live(now))?;
+                list.merge_loaded(rows, now);
+            }
+        }
+        Ok(list.contains(jti))
     }
 
     /// Forgets revocations of tokens that have expired anyway.

@@ -222,6 +222,19 @@ fn dns_row(r: &DbRow) -> Result<DnsRecord> {
     })
 }
 
+/// The conditions of a subscriber listing on search (`$2`), status (`$3`) and plan (`$4`): the
+/// filter for each one given, `$N IS NULL` for each one not. Every combination keeps the
+/// parameter positions but gets its own statement text, and so its own cached plan: one generic
+/// plan for "any filter or none" fits some of them very badly.
+fn subscriber_filters(search: bool, status: bool, plan: bool) -> String {
+    format!(
+        "{} {} {}",
+        if search { SUBSCRIBER_SEARCH } else { "AND $2 IS NULL" },
+        if status { "AND s.status = $3" } else { "AND $3 IS NULL" },
+        if plan { "AND s.plan_id = $4" } else { "AND $4 IS NULL" },
+    )
+}
+
 fn q(s: String) -> sqlx::AssertSqlSafe<String> {
     // Only used with column lists that are compile-time constants of this file.
     sqlx::AssertSqlSafe(s)
@@ -490,14 +503,19 @@ impl Db {
 
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn subscribers_list(&self, t: TenantId, search: Option<&str>, status: Option<SubscriberStatus>, plan: Option<PlanId>, after: Option<&str>, limit: i64) -> Result<Vec<Subscriber>> {
-        let mut tx = self.read(t).await?;
+        // A search starts with statements whose generic plans are right (the search page).
+        let mut tx = if search.is_some() { self.read_generic(t).await? } else { self.read(t).await? };
+        if let Some(term) = search
+            && let Some(page) = self.subscriber_search_page(&mut tx, t, term, status, plan, after, limit).await?
+        {
+            tx.commit().await?;
+            return Ok(page);
+        }
+        let filters = subscriber_filters(search.is_some(), status.is_some(), plan.is_some());
+        let after_sql = if after.is_some() { "AND s.username > $5" } else { "AND $5 IS NULL" };
         let rows = sqlx::query(q(format!(
             "SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
-             WHERE s.tenant_id = $1
-               AND ($2 IS NULL OR LOWER(s.username) LIKE $2 ESCAPE '\\')
-               AND ($3 IS NULL OR s.status = $3)
-               AND ($4 IS NULL OR s.plan_id = $4)
-               AND ($5 IS NULL OR s.username > $5)
+             WHERE s.tenant_id = $1 {filters} {after_sql}
              ORDER BY s.username LIMIT $6"
         )))
         .bind(t.0).bind(search).bind(status.map(|s| s.as_str())).bind(plan.map(|p| p.0)).bind(after).bind(limit)
@@ -1323,9 +1341,10 @@ impl Db {
         Ok(())
     }
 
-    pub(super) async fn jti_is_revoked(&self, jti: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM token_revocations WHERE jti = $1").bind(jti).fetch_one(self.app()).await?;
-        Ok(n > 0)
+    /// The revocations of tokens that have not expired yet.
+    pub(super) async fn jti_live(&self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query("SELECT jti, expires_at FROM token_revocations WHERE expires_at > $1").bind(now).fetch_all(self.app()).await?;
+        rows.iter().map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?))).collect()
     }
 
     pub(super) async fn jti_prune(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -1606,12 +1625,10 @@ impl Db {
         } else {
             (String::new(), "$5")
         };
+        let filters = subscriber_filters(search.is_some(), status.is_some(), plan.is_some());
         let sql = format!(
             "SELECT {SUB_COLS}, {expr} AS sort_value FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
-             WHERE s.tenant_id = $1
-               AND ($2 IS NULL OR LOWER(s.username) LIKE $2 ESCAPE '\\')
-               AND ($3 IS NULL OR s.status = $3)
-               AND ($4 IS NULL OR s.plan_id = $4)
+             WHERE s.tenant_id = $1 {filters}
                {keyset}
              ORDER BY {expr} {dir}, s.id {dir} LIMIT {lim}"
         );
