@@ -784,6 +784,16 @@ impl TenantOps {
         patch: &SubscriberPatch,
     ) -> Result<Subscriber> {
         let s = self.subscriber(username).await?;
+        self.update_found_subscriber(&s, patch).await
+    }
+
+    /// As [`Self::update_subscriber`] for a subscriber the caller has read already (the API
+    /// found it by id), without looking it up again.
+    pub async fn update_found_subscriber(
+        &self,
+        s: &Subscriber,
+        patch: &SubscriberPatch,
+    ) -> Result<Subscriber> {
         let s = self.scope.update_subscriber(s.id, patch).await?;
         let fields: Vec<&str> = [
             ("password", patch.password.is_some()),

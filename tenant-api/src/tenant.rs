@@ -869,7 +869,7 @@ async fn patch_subscriber(
         sim_use: p.sim_use,
     };
     let sub = ops(&s, &t, &a, ip)
-        .update_subscriber(&sub.username, &patch)
+        .update_found_subscriber(&sub, &patch)
         .await?;
     Ok(Json(sub))
 }

@@ -795,10 +795,7 @@ impl TenantScope {
         dispatch!(
             self.store,
             subscriber_update(self.tenant, id, patch, sealed.as_deref(), now())
-        )?;
-        self.subscriber(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("subscriber {id}")))
+        )
     }
 
     /// Deletes a subscriber; returns whether it existed.

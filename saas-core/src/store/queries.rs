@@ -459,7 +459,8 @@ impl Db {
         Ok(p)
     }
 
-    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    /// Applies a patch and reads the row back in the same transaction.
+    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, now: DateTime<Utc>) -> Result<Subscriber> {
         let mut tx = self.write(t).await?;
         let res = sqlx::query(
             "UPDATE subscribers SET
@@ -485,11 +486,14 @@ impl Db {
         .bind(p.sim_use.is_some()).bind(p.sim_use.flatten())
         .bind(now)
         .execute(&mut *tx).await?;
-        tx.commit().await?;
         if res.rows_affected() == 0 {
+            tx.commit().await?;
             return Err(StoreError::NotFound(format!("subscriber {id}")));
         }
-        Ok(())
+        let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.id = $2")))
+            .bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        tx.commit().await?;
+        subscriber_row(&row)
     }
 
     pub(super) async fn subscriber_delete(&self, t: TenantId, id: SubscriberId) -> Result<bool> {
