@@ -10,7 +10,8 @@ use crate::crypto::{self, CryptoError, HashCost};
 use crate::ids::*;
 use crate::model::*;
 use crate::store::{
-    Page, QUOTA_SYNC_MAX_S, QUOTA_SYNC_MIN_S, Store, StoreError, SubscriberQuery, TenantScope,
+    AuditLine, Page, QUOTA_SYNC_MAX_S, QUOTA_SYNC_MIN_S, Store, StoreError, SubscriberQuery,
+    TenantScope,
 };
 
 /// Errors of the domain services.
@@ -794,7 +795,6 @@ impl TenantOps {
         s: &Subscriber,
         patch: &SubscriberPatch,
     ) -> Result<Subscriber> {
-        let s = self.scope.update_subscriber(s.id, patch).await?;
         let fields: Vec<&str> = [
             ("password", patch.password.is_some()),
             ("status", patch.status.is_some()),
@@ -812,7 +812,17 @@ impl TenantOps {
         .filter_map(|(n, set)| set.then_some(n))
         .collect();
         let details = json!({ "fields": fields }).to_string();
-        self.audit_line("subscriber.update", Some(&s.username), Some(&details))
+        // The change and its audit line commit together.
+        let audit = AuditLine {
+            actor: &self.actor.0,
+            action: "subscriber.update",
+            target: Some(&s.username),
+            details: Some(&details),
+            client_ip: self.client_ip.as_deref(),
+        };
+        let s = self
+            .scope
+            .update_subscriber_audited(s.id, patch, Some(&audit))
             .await?;
         self.bus
             .publish(

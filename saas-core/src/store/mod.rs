@@ -117,6 +117,21 @@ struct Inner {
     revocations: revocations::Revocations,
 }
 
+/// One audit log entry of a tenant, for writes that record it in their own transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditLine<'a> {
+    /// Who acted.
+    pub actor: &'a str,
+    /// What was done (`subscriber.update`, …).
+    pub action: &'a str,
+    /// What it was done to.
+    pub target: Option<&'a str>,
+    /// JSON details.
+    pub details: Option<&'a str>,
+    /// The client's address.
+    pub client_ip: Option<&'a str>,
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -775,6 +790,16 @@ impl TenantScope {
         id: SubscriberId,
         patch: &SubscriberPatch,
     ) -> Result<Subscriber> {
+        self.update_subscriber_audited(id, patch, None).await
+    }
+
+    /// [`Self::update_subscriber`] writing `audit` to the audit log in the same transaction.
+    pub async fn update_subscriber_audited(
+        &self,
+        id: SubscriberId,
+        patch: &SubscriberPatch,
+        audit: Option<&AuditLine<'_>>,
+    ) -> Result<Subscriber> {
         fn flat(o: &Option<Option<String>>) -> Option<&str> {
             o.as_ref().and_then(|x| x.as_deref())
         }
@@ -794,7 +819,7 @@ impl TenantScope {
         };
         dispatch!(
             self.store,
-            subscriber_update(self.tenant, id, patch, sealed.as_deref(), now())
+            subscriber_update(self.tenant, id, patch, sealed.as_deref(), audit, now())
         )
     }
 

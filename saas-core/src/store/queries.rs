@@ -460,7 +460,8 @@ impl Db {
     }
 
     /// Applies a patch and reads the row back in the same transaction.
-    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, now: DateTime<Utc>) -> Result<Subscriber> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, audit: Option<&crate::store::AuditLine<'_>>, now: DateTime<Utc>) -> Result<Subscriber> {
         let mut tx = self.write(t).await?;
         let res = sqlx::query(
             "UPDATE subscribers SET
@@ -492,6 +493,11 @@ impl Db {
         }
         let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.id = $2")))
             .bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        if let Some(a) = audit {
+            sqlx::query("INSERT INTO audit_log (tenant_id, at, actor, action, target, details, client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(t.0).bind(now).bind(a.actor).bind(a.action).bind(a.target).bind(a.details).bind(a.client_ip)
+                .execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         subscriber_row(&row)
     }
