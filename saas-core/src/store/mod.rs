@@ -1554,6 +1554,27 @@ impl SystemScope {
         dispatch!(self.store, sys_expired_online(now))
     }
 
+    /// Every relay node with its last heartbeat and report.
+    pub async fn relay_nodes(&self) -> Result<Vec<RelayNode>> {
+        dispatch!(self.store, sys_relay_nodes())
+    }
+
+    /// Every WireGuard peer with its tenant, NAS, node and newest handshake (the relay page).
+    pub async fn relay_peer_status(&self) -> Result<Vec<RelayPeerStatus>> {
+        dispatch!(self.store, sys_relay_peer_status())
+    }
+
+    /// RouterOS API polling since `since`: how many tenants and NAS had their API checked.
+    pub async fn routeros_checked_since(&self, since: DateTime<Utc>) -> Result<(i64, i64)> {
+        dispatch!(self.store, sys_routeros_checked_since(since))
+    }
+
+    /// When the zone's data (tenants, peers, extra records) last changed, from the event log:
+    /// the DNS role rebuilds its zone, with a new serial, on each such event.
+    pub async fn zone_changed_at(&self) -> Result<Option<DateTime<Utc>>> {
+        dispatch!(self.store, sys_zone_changed_at())
+    }
+
     /// DNS: every managed record.
     pub async fn dns_records(&self) -> Result<Vec<DnsRecord>> {
         dispatch!(self.store, sys_dns_records())
@@ -1902,6 +1923,13 @@ impl PlatformScope {
     /// Sets the endpoint routers dial for a relay node; true when it changed (the key stays).
     pub async fn set_relay_endpoint(&self, name: &str, endpoint: Option<&str>) -> Result<bool> {
         dispatch!(self.store, relay_set_endpoint(name, endpoint, now()))
+    }
+
+    /// A relay node's heartbeat with its counters; false when the node is not registered.
+    pub async fn report_relay_stats(&self, name: &str, stats: &RelayStats) -> Result<bool> {
+        let json = serde_json::to_string(stats)
+            .map_err(|e| StoreError::Invalid(format!("relay stats: {e}")))?;
+        dispatch!(self.store, relay_report(name, &json, now()))
     }
 
     /// A relay node's key pair (private key opened).

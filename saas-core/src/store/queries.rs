@@ -1025,6 +1025,52 @@ impl Db {
         rows.iter().map(|r| Ok((TenantId(r.try_get("tenant_id")?), r.try_get("username")?))).collect()
     }
 
+    pub(super) async fn sys_relay_nodes(&self) -> Result<Vec<RelayNode>> {
+        let rows = sqlx::query("SELECT name, public_key, endpoint, last_seen, stats FROM relay_nodes ORDER BY name").fetch_all(self.sys()).await?;
+        rows.iter()
+            .map(|r| {
+                let stats: Option<String> = r.try_get("stats")?;
+                Ok(RelayNode {
+                    name: r.try_get("name")?,
+                    public_key: r.try_get("public_key")?,
+                    endpoint: r.try_get("endpoint")?,
+                    last_seen: r.try_get("last_seen")?,
+                    // A report this version cannot read is shown as none rather than failing the page.
+                    stats: stats.and_then(|s| serde_json::from_str(&s).ok()),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn sys_relay_peer_status(&self) -> Result<Vec<RelayPeerStatus>> {
+        let rows = sqlx::query("SELECT t.slug, n.name, p.tunnel_address, p.relay_node, p.endpoint, p.last_handshake FROM wg_peers p JOIN tenants t ON t.id = p.tenant_id JOIN nas_devices n ON n.id = p.nas_id ORDER BY t.slug, n.name")
+            .fetch_all(self.sys()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RelayPeerStatus {
+                    tenant: r.try_get("slug")?,
+                    nas: r.try_get("name")?,
+                    tunnel_address: r.try_get("tunnel_address")?,
+                    relay_node: r.try_get("relay_node")?,
+                    endpoint: r.try_get("endpoint")?,
+                    last_handshake: r.try_get("last_handshake")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn sys_routeros_checked_since(&self, since: DateTime<Utc>) -> Result<(i64, i64)> {
+        let r = sqlx::query("SELECT COUNT(DISTINCT tenant_id) AS tenants, COUNT(*) AS nas FROM nas_devices WHERE api_checked_at >= $1")
+            .bind(since).fetch_one(self.sys()).await?;
+        Ok((r.try_get("tenants")?, r.try_get("nas")?))
+    }
+
+    pub(super) async fn sys_zone_changed_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let at = sqlx::query_scalar("SELECT at FROM events WHERE kind IN ('tenant.changed', 'peer.changed', 'dns.changed') ORDER BY id DESC LIMIT 1")
+            .fetch_optional(self.sys()).await?;
+        Ok(at)
+    }
+
     pub(super) async fn sys_dns_records(&self) -> Result<Vec<DnsRecord>> {
         let rows = sqlx::query("SELECT id, tenant_id, name, rtype, value, ttl, created_at FROM dns_records ORDER BY name, rtype, created_at").fetch_all(self.sys()).await?;
         rows.iter().map(dns_row).collect()
@@ -1119,6 +1165,12 @@ impl Db {
     pub(super) async fn relay_set_endpoint(&self, name: &str, endpoint: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
         let res = sqlx::query("UPDATE relay_nodes SET endpoint = $2, last_seen = $3 WHERE name = $1 AND COALESCE(endpoint, '') <> COALESCE($2, '')")
             .bind(name).bind(endpoint).bind(now).execute(self.app()).await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(super) async fn relay_report(&self, name: &str, stats: &str, now: DateTime<Utc>) -> Result<bool> {
+        let res = sqlx::query("UPDATE relay_nodes SET stats = $2, last_seen = $3 WHERE name = $1")
+            .bind(name).bind(stats).bind(now).execute(self.app()).await?;
         Ok(res.rows_affected() > 0)
     }
 
