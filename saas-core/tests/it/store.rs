@@ -1295,3 +1295,89 @@ async fn subscriber_search_is_a_scoped_literal_substring() {
         assert_eq!(names(&a, search("carol")).await, ["carol_x"], "{backend}");
     }
 }
+
+#[tokio::test]
+async fn operator_console_reads_relays_peers_polling_and_zone_changes() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "cona").await;
+        let b = tenant(&ts, "conb").await;
+        let p = ts.store.platform();
+        let sys = ts.store.system();
+        // A report for an unknown node is refused; a registered node keeps its latest report.
+        let mut stats = RelayStats::default();
+        stats.drops.insert("unknown_key".into(), 4);
+        stats.handshakes_ok = 9;
+        assert!(!p.report_relay_stats("relay-x", &stats).await.unwrap());
+        p.upsert_relay_node("relay-1", "cHVi", "cHJpdg==", None)
+            .await
+            .unwrap();
+        assert!(p.report_relay_stats("relay-1", &stats).await.unwrap());
+        let nodes = sys.relay_nodes().await.unwrap();
+        assert_eq!(nodes.len(), 1, "{}", ts.backend);
+        assert_eq!(nodes[0].stats.as_ref(), Some(&stats), "{}", ts.backend);
+        assert!(nodes[0].last_seen.is_some());
+        // Peers of both tenants, with their tenant, NAS and handshake.
+        let na = a.create_nas(&new_nas("edge-a", None, "s1")).await.unwrap();
+        let nb = b.create_nas(&new_nas("edge-b", None, "s2")).await.unwrap();
+        let pa = a
+            .create_peer(na.id, "YS1rZXk=", None, "10.200.0.2/24", Some("relay-1"))
+            .await
+            .unwrap();
+        b.create_peer(nb.id, "Yi1rZXk=", None, "10.200.1.2/24", Some("relay-1"))
+            .await
+            .unwrap();
+        let seen = chrono::Utc::now();
+        a.record_peer_status(
+            pa.id,
+            &PeerStatusUpdate {
+                last_handshake: Some(seen),
+                endpoint: Some("203.0.113.5:4000".into()),
+                rx_bytes: 1,
+                tx_bytes: 2,
+                handshake_tai64: None,
+                state: TunnelState::Up,
+            },
+        )
+        .await
+        .unwrap();
+        let peers = sys.relay_peer_status().await.unwrap();
+        let got: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                (
+                    p.tenant.as_str(),
+                    p.nas.as_str(),
+                    p.last_handshake.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("cona", "edge-a", true), ("conb", "edge-b", false)],
+            "{}",
+            ts.backend
+        );
+        // RouterOS polling: one NAS of one tenant checked.
+        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+        assert_eq!(sys.routeros_checked_since(since).await.unwrap(), (0, 0));
+        a.set_nas_api_state(na.id, ApiState::Online, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            sys.routeros_checked_since(since).await.unwrap(),
+            (1, 1),
+            "{}",
+            ts.backend
+        );
+        // The zone's latest change comes from the event log.
+        p.append_event(None, "dns.changed", None, "{}")
+            .await
+            .unwrap();
+        assert!(
+            sys.zone_changed_at().await.unwrap().is_some(),
+            "{}",
+            ts.backend
+        );
+        ts.store.close().await;
+    }
+}
