@@ -9,10 +9,7 @@ use crate::bus::{Bus, BusError, kinds};
 use crate::crypto::{self, CryptoError, HashCost};
 use crate::ids::*;
 use crate::model::*;
-use crate::store::{
-    AuditLine, Page, QUOTA_SYNC_MAX_S, QUOTA_SYNC_MIN_S, Store, StoreError, SubscriberQuery,
-    TenantScope,
-};
+use crate::store::{AuditLine, Page, Store, StoreError, SubscriberQuery, TenantScope};
 
 /// Errors of the domain services.
 #[derive(Debug, thiserror::Error)]
@@ -460,12 +457,8 @@ impl Platform {
             return Err(PlatformError::Invalid("limits cannot be negative".into()));
         }
         // Checked before anything changes, so a bad interval leaves the other fields alone too.
-        if let Some(Some(q)) = change.quota_sync_s
-            && !(QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&q)
-        {
-            return Err(PlatformError::Invalid(format!(
-                "the QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {q}"
-            )));
+        if let Some(Some(q)) = change.quota_sync_s {
+            crate::store::check_quota_sync(q)?;
         }
         let mut t = scope
             .update_tenant(change.name.as_deref(), change.timezone.as_deref(), limits)

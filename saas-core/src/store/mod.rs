@@ -550,12 +550,8 @@ impl TenantScope {
 
     /// Sets the tenant's QuotaSync interval (10..=3600 s; none = the platform default).
     pub async fn set_quota_sync(&self, secs: Option<u32>) -> Result<Tenant> {
-        if let Some(s) = secs
-            && !(QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&s)
-        {
-            return Err(StoreError::Invalid(format!(
-                "QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {s}"
-            )));
+        if let Some(s) = secs {
+            check_quota_sync(s)?;
         }
         dispatch!(self.store, tenant_set_quota_sync(self.tenant, secs, now()))?;
         self.tenant().await
@@ -2081,6 +2077,17 @@ fn validate_plan(p: &NewPlan) -> Result<()> {
 pub const QUOTA_SYNC_MIN_S: u32 = 10;
 /// Longest per-tenant QuotaSync interval (seconds).
 pub const QUOTA_SYNC_MAX_S: u32 = 3600;
+
+/// Refuses a per-tenant QuotaSync interval outside [`QUOTA_SYNC_MIN_S`]..=[`QUOTA_SYNC_MAX_S`].
+pub fn check_quota_sync(secs: u32) -> Result<()> {
+    if (QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&secs) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {secs}"
+        )))
+    }
+}
 
 /// Busy timeout of SQLite connections (CLI and `serve` write at once).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

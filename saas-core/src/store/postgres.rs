@@ -279,11 +279,18 @@ include!("queries.rs");
 /// Expiry sort key: no expiry sorts after every date.
 const EXPIRY_SORT: &str = "COALESCE(s.expires_at, TIMESTAMPTZ '9999-12-31 23:59:59+00')";
 
-/// Subscriber search (`$2`, a substring, any case) through the suffix index of migration 0013:
-/// "contains T" is "some suffix of the lowercased username starts with T", a range of plain text
-/// comparisons, which row-level security lets an index scan use (LIKE it does not).
-const SUBSCRIBER_SEARCH: &str = "AND s.id IN (SELECT x.subscriber_id FROM subscriber_suffixes x
-    WHERE x.tenant_id = $1 AND x.suffix >= lower($2) AND x.suffix < lower($2) || chr(1114111))";
+/// Suffixes of tenant `$1` that start with search term `$2` (any case): the suffix index of
+/// migration 0013. "Contains T" is "some suffix of the lowercased username starts with T", a range
+/// of plain text comparisons, which row-level security lets an index scan use (LIKE it does not).
+macro_rules! suffixes_matching {
+    () => {
+        "SELECT subscriber_id FROM subscriber_suffixes
+         WHERE tenant_id = $1 AND suffix >= lower($2) AND suffix < lower($2) || chr(1114111)"
+    };
+}
+
+/// Subscriber search (`$2`, a substring, any case) through the suffix index.
+const SUBSCRIBER_SEARCH: &str = concat!("AND s.id IN (", suffixes_matching!(), ")");
 
 /// A search matching more username suffixes than this is answered by one query that walks the
 /// tenant's usernames in order instead (see [`Db::subscriber_search_page`]).
@@ -306,16 +313,12 @@ impl Db {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Option<Vec<Subscriber>>> {
-        let mut ids: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT subscriber_id FROM subscriber_suffixes
-             WHERE tenant_id = $1 AND suffix >= lower($2) AND suffix < lower($2) || chr(1114111)
-             LIMIT $3",
-        )
-        .bind(t.0)
-        .bind(term)
-        .bind(SEARCH_PICK_MAX as i64 + 1)
-        .fetch_all(&mut **tx)
-        .await?;
+        let mut ids: Vec<Uuid> = sqlx::query_scalar(concat!(suffixes_matching!(), " LIMIT $3"))
+            .bind(t.0)
+            .bind(term)
+            .bind(SEARCH_PICK_MAX as i64 + 1)
+            .fetch_all(&mut **tx)
+            .await?;
         if ids.len() > SEARCH_PICK_MAX {
             // The one-query form needs a plan for its parameters (see read_generic).
             sqlx::query("SELECT set_config('plan_cache_mode', 'auto', true)")
@@ -330,25 +333,13 @@ impl Db {
         ids.sort_unstable();
         ids.dedup();
         // Order, cursor and filters stay in SQL: the database's collation orders usernames.
+        let filters =
+            subscriber_filters(Some("AND s.id = ANY($2)"), status.is_some(), plan.is_some());
+        let after_sql = after_username(after.is_some());
         let rows = sqlx::query(q(format!(
             "SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
-             WHERE s.tenant_id = $1 AND s.id = ANY($2) {} {} {}
-             ORDER BY s.username LIMIT $6",
-            if status.is_some() {
-                "AND s.status = $3"
-            } else {
-                "AND $3 IS NULL"
-            },
-            if plan.is_some() {
-                "AND s.plan_id = $4"
-            } else {
-                "AND $4 IS NULL"
-            },
-            if after.is_some() {
-                "AND s.username > $5"
-            } else {
-                "AND $5 IS NULL"
-            },
+             WHERE s.tenant_id = $1 {filters} {after_sql}
+             ORDER BY s.username LIMIT $6"
         )))
         .bind(t.0)
         .bind(ids)

@@ -223,16 +223,21 @@ fn dns_row(r: &DbRow) -> Result<DnsRecord> {
 }
 
 /// The conditions of a subscriber listing on search (`$2`), status (`$3`) and plan (`$4`): the
-/// filter for each one given, `$N IS NULL` for each one not. Every combination keeps the
-/// parameter positions but gets its own statement text, and so its own cached plan: one generic
-/// plan for "any filter or none" fits some of them very badly.
-fn subscriber_filters(search: bool, status: bool, plan: bool) -> String {
+/// filter for each one given (`search` is the condition on `$2`), `$N IS NULL` for each one not.
+/// Every combination keeps the parameter positions but gets its own statement text, and so its
+/// own cached plan: one generic plan for "any filter or none" fits some of them very badly.
+fn subscriber_filters(search: Option<&str>, status: bool, plan: bool) -> String {
     format!(
         "{} {} {}",
-        if search { SUBSCRIBER_SEARCH } else { "AND $2 IS NULL" },
+        search.unwrap_or("AND $2 IS NULL"),
         if status { "AND s.status = $3" } else { "AND $3 IS NULL" },
         if plan { "AND s.plan_id = $4" } else { "AND $4 IS NULL" },
     )
+}
+
+/// The username cursor (`$5`) of a listing in username order, in the same way.
+fn after_username(after: bool) -> &'static str {
+    if after { "AND s.username > $5" } else { "AND $5 IS NULL" }
 }
 
 fn q(s: String) -> sqlx::AssertSqlSafe<String> {
@@ -521,8 +526,8 @@ impl Db {
             tx.commit().await?;
             return Ok(page);
         }
-        let filters = subscriber_filters(search.is_some(), status.is_some(), plan.is_some());
-        let after_sql = if after.is_some() { "AND s.username > $5" } else { "AND $5 IS NULL" };
+        let filters = subscriber_filters(search.map(|_| SUBSCRIBER_SEARCH), status.is_some(), plan.is_some());
+        let after_sql = after_username(after.is_some());
         let rows = sqlx::query(q(format!(
             "SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
              WHERE s.tenant_id = $1 {filters} {after_sql}
@@ -1687,7 +1692,7 @@ impl Db {
         } else {
             (String::new(), "$5")
         };
-        let filters = subscriber_filters(search.is_some(), status.is_some(), plan.is_some());
+        let filters = subscriber_filters(search.map(|_| SUBSCRIBER_SEARCH), status.is_some(), plan.is_some());
         let sql = format!(
             "SELECT {SUB_COLS}, {expr} AS sort_value FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
              WHERE s.tenant_id = $1 {filters}
