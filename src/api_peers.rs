@@ -65,4 +65,10 @@ impl PeerProvisioner for ApiPeers {
         v["routeros_script"] = json!(script);
         Ok(v)
     }
+
+    async fn script(&self, ops: &TenantOps, nas_name: &str) -> Result<Value, PlatformError> {
+        peer_cmd::peer_script(&self.store, &self.config, ops, nas_name)
+            .await
+            .map_err(|f| PlatformError::Invalid(f.message))
+    }
 }

@@ -87,6 +87,27 @@ pub async fn script_for(
     }))
 }
 
+/// The peer object of a tunnel NAS with its script again (CLI `peer script` and the panel's
+/// "show the script again"); the caller audits.
+pub async fn peer_script(
+    store: &saas_core::store::Store,
+    config: &saas_core::config::Config,
+    ops: &saas_core::platform::TenantOps,
+    nas: &str,
+) -> Result<serde_json::Value, Fatal> {
+    let (n, p) = ops.nas_peer(nas).await?;
+    let p = p.ok_or_else(|| {
+        Fatal::usage(format!(
+            "NAS {nas:?} has no peer: add one with `proxpanel peer add`"
+        ))
+    })?;
+    let (_, relay_public) = relay_role::node_key(store, config).await?;
+    let mut v = relay_role::peer_object(config, ops.tenant().slug.as_str(), &n, &p, &relay_public);
+    let s = script_for(config, ops, &n, &v, None).await?;
+    v["routeros_script"] = json!(s);
+    Ok(v)
+}
+
 fn ago(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
     match t {
         None => "never".into(),
@@ -228,17 +249,10 @@ pub async fn peer(ctx: &Context, as_json: bool, cmd: PeerCmd) -> Result<(), Fata
         }
         PeerCmd::Script { tenant, nas } => {
             let ops = ctx.platform.tenant_ops(&tenant, Actor::cli()).await?;
-            let (n, p) = ops.nas_peer(&nas).await?;
-            let p = p.ok_or_else(|| {
-                Fatal::usage(format!(
-                    "NAS {nas:?} has no peer: add one with `proxpanel peer add`"
-                ))
-            })?;
-            let (_, relay_public) = relay_role::node_key(&ctx.store, &ctx.config).await?;
-            let v = relay_role::peer_object(&ctx.config, &tenant, &n, &p, &relay_public);
+            let v = peer_script(&ctx.store, &ctx.config, &ops, &nas).await?;
             // The script carries the RADIUS secret and API password: showing it is audited.
             ops.audit("peer.script", &nas).await?;
-            let s = script(ctx, &ops, &n, &v, None).await?;
+            let s = v["routeros_script"].as_str().unwrap_or_default().to_owned();
             if as_json {
                 output::json(&json!({"routeros_script": s}));
             } else {

@@ -11,6 +11,35 @@ use crate::ids::*;
 use crate::model::*;
 use crate::store::{AuditLine, Page, Store, StoreError, SubscriberQuery, TenantScope};
 
+/// What a disconnect request came back with.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DisconnectAnswer {
+    /// Sent without waiting.
+    Sent,
+    /// No process answered in time (no RADIUS role running, or it is busy).
+    Unanswered,
+    /// The answer: per session, its Acct-Session-Id and the NAS's result.
+    Answered(Vec<(String, crate::aaa::coa::CoaResult)>),
+}
+
+/// The per-session results of a `coa.result` payload.
+fn coa_results(payload: &str) -> Vec<(String, crate::aaa::coa::CoaResult)> {
+    let v: serde_json::Value = serde_json::from_str(payload).unwrap_or_default();
+    v["results"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| {
+                    let id = r["acct_session_id"].as_str().unwrap_or_default().to_owned();
+                    serde_json::from_value(r["result"].clone())
+                        .ok()
+                        .map(|c| (id, c))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Errors of the domain services.
 #[derive(Debug, thiserror::Error)]
 pub enum PlatformError {
@@ -594,6 +623,10 @@ pub trait PeerProvisioner: Send + Sync + std::fmt::Debug {
         nas_name: &str,
         public_key: Option<&str>,
     ) -> Result<serde_json::Value>;
+
+    /// The peer object of the tunnel NAS `nas_name` again, with `routeros_script` built from
+    /// what is stored (never a private key: it is not kept). The caller audits the request.
+    async fn script(&self, ops: &TenantOps, nas_name: &str) -> Result<serde_json::Value>;
 }
 
 /// Tenant-scoped commands (CLI and API share them): every change is audited and announced.
@@ -976,6 +1009,43 @@ impl TenantOps {
         )
         .await?;
         Ok(peer)
+    }
+
+    /// Asks the process holding the session's NAS to disconnect it (audited, as from the API,
+    /// the panel and the CLI). With `wait`, waits that long for the answer (`coa.result`:
+    /// Disconnect-ACK/NAK, the NAS's timeout or the RouterOS API fallback per session).
+    pub async fn disconnect_session(
+        &self,
+        s: &Session,
+        wait: Option<Duration>,
+    ) -> Result<DisconnectAnswer> {
+        let req = json!({"action": "disconnect", "username": s.username, "acct_session_id": s.acct_session_id});
+        let answer = match wait {
+            None => {
+                self.bus
+                    .publish(Some(self.tenant.id), kinds::COA_REQUEST, &req)
+                    .await?;
+                DisconnectAnswer::Sent
+            }
+            Some(wait) => match self
+                .bus
+                .request(
+                    Some(self.tenant.id),
+                    kinds::COA_REQUEST,
+                    &req,
+                    kinds::COA_RESULT,
+                    wait,
+                )
+                .await
+            {
+                Ok(ev) => DisconnectAnswer::Answered(coa_results(&ev.payload)),
+                Err(BusError::Timeout { .. }) => DisconnectAnswer::Unanswered,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        self.audit_line("session.disconnect", Some(&s.username), None)
+            .await?;
+        Ok(answer)
     }
 
     /// Records an audited action without an event (e.g. a secret shown again on request).

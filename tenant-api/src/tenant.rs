@@ -555,6 +555,13 @@ async fn create_api_token(
     a: Auth<CanUsers>,
     Json(n): Json<NewApiToken>,
 ) -> ApiResult<(StatusCode, Json<ApiTokenCreated>)> {
+    let o = ops(&s, &t, &a, ip);
+    Ok((StatusCode::CREATED, Json(issue_api_token(&o, &n).await?)))
+}
+
+/// Creates an API token (the API's and the panel's way, audited): its text is in the answer
+/// only, the store keeps its hash.
+pub async fn issue_api_token(o: &TenantOps, n: &NewApiToken) -> ApiResult<ApiTokenCreated> {
     if !matches!(n.scope.as_str(), "read" | "write") {
         return Err(Problem::validation("scope", "must be read or write"));
     }
@@ -567,27 +574,23 @@ async fn create_api_token(
         saas_core::crypto::random_token(32)
     );
     let id = Uuid::new_v4();
-    let o = ops(&s, &t, &a, ip);
     o.scope()
         .create_api_token(
             id,
             n.name.trim(),
             &auth::sha256_hex(&token),
             &n.scope,
-            &a.actor().0,
+            &o.actor().0,
         )
         .await?;
     o.audit("api_token.create", n.name.trim()).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(ApiTokenCreated {
-            id,
-            name: n.name.trim().to_owned(),
-            scope: n.scope,
-            token,
-            note: "shown once; store it now".into(),
-        }),
-    ))
+    Ok(ApiTokenCreated {
+        id,
+        name: n.name.trim().to_owned(),
+        scope: n.scope.clone(),
+        token,
+        note: "shown once; store it now".into(),
+    })
 }
 
 /// A new API token: its text is shown here once.
@@ -615,12 +618,17 @@ async fn revoke_api_token(
     a: Auth<CanUsers>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<StatusCode> {
-    let o = ops(&s, &t, &a, ip);
+    revoke_token(&ops(&s, &t, &a, ip), id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Revokes an API token of this tenant (audited); 404 for another tenant's.
+pub async fn revoke_token(o: &TenantOps, id: Uuid) -> ApiResult<()> {
     if !o.scope().revoke_api_token(id).await? {
         return Err(Problem::not_found("API token not found"));
     }
     o.audit("api_token.revoke", &id.to_string()).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }
 
 // ---- plans ----
@@ -1324,17 +1332,7 @@ async fn disconnect_session(
     if sess.stopped_at.is_some() {
         return Err(Problem::conflict("this session has already ended"));
     }
-    let o = ops(&s, &t, &a, ip);
-    s.platform()
-        .bus()
-        .publish(
-            Some(t.0.id),
-            kinds::COA_REQUEST,
-            &json!({"action": "disconnect", "username": sess.username, "acct_session_id": sess.acct_session_id}),
-        )
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    o.audit("session.disconnect", &sess.username).await?;
+    ops(&s, &t, &a, ip).disconnect_session(&sess, None).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(DisconnectRequested {
@@ -1486,8 +1484,25 @@ async fn patch_user(
     Path(id): Path<Uuid>,
     Json(p): Json<PatchUser>,
 ) -> ApiResult<Json<TenantUser>> {
-    let cur = find_user(&s, &t, id).await?;
-    if (cur.role == Role::Owner || p.role == Some(Role::Owner)) && !may_touch_owner(&a) {
+    let o = ops(&s, &t, &a, ip);
+    Ok(Json(change_user(&s, &o, &a, id, &p).await?))
+}
+
+/// Changes a panel user (the API's and the panel's way): only owners touch owners, passwords
+/// have a minimum length, the change is audited.
+pub async fn change_user(
+    s: &AppState,
+    o: &TenantOps,
+    a: &Principal,
+    id: Uuid,
+    p: &PatchUser,
+) -> ApiResult<TenantUser> {
+    let cur = o
+        .scope()
+        .user(UserId(id))
+        .await?
+        .ok_or_else(|| Problem::not_found("user not found"))?;
+    if (cur.role == Role::Owner || p.role == Some(Role::Owner)) && !may_touch_owner(a) {
         return Err(Problem::forbidden(
             "only an owner may change an owner or make someone owner",
         ));
@@ -1507,7 +1522,6 @@ async fn patch_user(
         }
         None => None,
     };
-    let o = ops(&s, &t, &a, ip);
     let patch = UserPatch {
         role: p.role,
         disabled: p.disabled,
@@ -1523,8 +1537,8 @@ async fn patch_user(
         ("disabled", p.disabled.is_some()),
         ("password", p.password.is_some()),
     ]);
-    audited(&s, &o, "user.update", u.email.as_str(), &fields, None).await?;
-    Ok(Json(u))
+    audited(s, o, "user.update", u.email.as_str(), &fields, None).await?;
+    Ok(u)
 }
 
 #[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users",

@@ -55,6 +55,15 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// A bar's value for its tooltip: whole numbers as such, others with one decimal.
+fn fmt_val(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
+}
+
 fn nice_max(m: f64) -> f64 {
     if m <= 4.0 {
         return 4.0;
@@ -120,13 +129,10 @@ pub fn day_charts(
     );
 
     // Accepts and rejects per hour bucket.
-    let mut acc = [0f64; 24];
-    let mut rej = [0f64; 24];
+    let mut acc = vec![0f64; 24];
+    let mut rej = vec![0f64; 24];
     for (at, outcome) in auths {
-        let i = (*at - start).num_minutes() / 60;
-        if let Ok(i) = usize::try_from(i)
-            && i < 24
-        {
+        if let Some(i) = hour_index(start, *at) {
             if outcome == "accept" {
                 acc[i] += 1.0;
             } else {
@@ -134,34 +140,127 @@ pub fn day_charts(
             }
         }
     }
-    let max = nice_max((0..24).map(|i| acc[i] + rej[i]).fold(0.0, f64::max));
-    let bw = plot_w / 24.0;
-    let mut bars = String::new();
-    for i in 0..24 {
-        let x = LEFT + bw * i as f64 + 1.0;
-        let ha = plot_h * acc[i] / max;
-        let hr = plot_h * rej[i] / max;
-        let base = H - BOTTOM;
-        bars.push_str(&format!(
-            r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{ha:.1}" fill="#1d7a3a"><title>{} accepts</title></rect>"##,
-            base - ha,
-            bw - 2.0,
-            acc[i]
-        ));
-        bars.push_str(&format!(
-            r##"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{hr:.1}" fill="#b42318"><title>{} rejects</title></rect>"##,
-            base - ha - hr,
-            bw - 2.0,
-            rej[i]
-        ));
-    }
-    let auth = frame(
-        max,
+    let auth = stacked_bars(
+        &acc,
+        &rej,
+        ("accepts", "rejects"),
         &labels,
         "Accepts (green) and rejects (red) per hour",
-        &bars,
     );
     (online, auth)
+}
+
+/// Index of the hour bucket (0..24) of `at` in the day that starts at `start`.
+fn hour_index(start: DateTime<Utc>, at: DateTime<Utc>) -> Option<usize> {
+    usize::try_from((at - start).num_minutes().div_euclid(60))
+        .ok()
+        .filter(|i| *i < 24)
+}
+
+/// Stacked bars of two series (`a` green at the bottom, `b` red on top), one pair per slot.
+fn stacked_bars(
+    a: &[f64],
+    b: &[f64],
+    names: (&str, &str),
+    labels: &[(f64, String)],
+    title: &str,
+) -> String {
+    let plot_w = W - LEFT;
+    let plot_h = H - BOTTOM - TOP;
+    let n = a.len().max(1);
+    let max = nice_max(a.iter().zip(b).map(|(x, y)| x + y).fold(0.0, f64::max));
+    let bw = plot_w / n as f64;
+    let mut bars = String::new();
+    for (i, (x1, x2)) in a.iter().zip(b).enumerate() {
+        let x = LEFT + bw * i as f64 + bw.min(4.0) / 4.0;
+        let w = (bw - bw.min(4.0) / 2.0).max(0.5);
+        let ha = plot_h * x1 / max;
+        let hb = plot_h * x2 / max;
+        let base = H - BOTTOM;
+        bars.push_str(&format!(
+            r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{ha:.1}" fill="#1d7a3a"><title>{} {}</title></rect>"##,
+            base - ha,
+            fmt_val(*x1),
+            names.0
+        ));
+        bars.push_str(&format!(
+            r##"<rect x="{x:.1}" y="{:.1}" width="{w:.1}" height="{hb:.1}" fill="#b42318"><title>{} {}</title></rect>"##,
+            base - ha - hb,
+            fmt_val(*x2),
+            names.1
+        ));
+    }
+    frame(max, labels, title, &bars)
+}
+
+/// A byte unit that keeps the axis numbers short: (divisor, name).
+fn byte_unit(max: f64) -> (f64, &'static str) {
+    [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")]
+        .into_iter()
+        .find(|(d, _)| max >= 4.0 * d)
+        .unwrap_or((1.0, "B"))
+}
+
+/// Traffic as stacked bars (download green, upload red) in a readable unit; `slots` are
+/// (label or empty, download bytes, upload bytes).
+fn traffic_bars(slots: &[(String, i64, i64)], every: usize, what: &str) -> String {
+    let max = slots
+        .iter()
+        .map(|(_, d, u)| (d.max(&0) + u.max(&0)) as f64)
+        .fold(0.0, f64::max);
+    let (div, unit) = byte_unit(max);
+    let down: Vec<f64> = slots.iter().map(|s| s.1.max(0) as f64 / div).collect();
+    let up: Vec<f64> = slots.iter().map(|s| s.2.max(0) as f64 / div).collect();
+    let plot_w = W - LEFT;
+    let bw = plot_w / slots.len().max(1) as f64;
+    let labels: Vec<(f64, String)> = slots
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % every.max(1) == 0)
+        .map(|(i, s)| (LEFT + bw * (i as f64 + 0.5), s.0.clone()))
+        .collect();
+    stacked_bars(
+        &down,
+        &up,
+        (&format!("{unit} down"), &format!("{unit} up")),
+        &labels,
+        &format!("{what}, in {unit}: download (green) and upload (red)"),
+    )
+}
+
+/// A subscriber's usage per day: one bar pair per bucket, labelled with its day of month.
+pub fn daily_usage(buckets: &[tenant_api::usage::Bucket]) -> String {
+    let slots: Vec<(String, i64, i64)> = buckets
+        .iter()
+        .map(|b| {
+            // Router view: output = to the subscriber (download).
+            let day = b.label.get(5..).unwrap_or(&b.label).to_owned();
+            (day, b.output_octets, b.input_octets)
+        })
+        .collect();
+    traffic_bars(&slots, 5, "Traffic per day")
+}
+
+/// Start of the hour (UTC) that holds `t`.
+pub fn hour_start(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound as _;
+    t.duration_trunc(Duration::hours(1)).unwrap_or(t)
+}
+
+/// The tenant's traffic per hour over 24 h (the current hour and the 23 before it) from hourly
+/// (hour, download, upload) deltas.
+pub fn hourly_traffic(hours: &[(DateTime<Utc>, i64, i64)], now: DateTime<Utc>, tz: &str) -> String {
+    let start = hour_start(now) - Duration::hours(23);
+    let mut slots: Vec<(String, i64, i64)> = (0..24)
+        .map(|h| (hour_label(start + Duration::hours(h), tz), 0, 0))
+        .collect();
+    for (at, d, u) in hours {
+        if let Some(i) = hour_index(start, *at) {
+            slots[i].1 = slots[i].1.saturating_add(*d);
+            slots[i].2 = slots[i].2.saturating_add(*u);
+        }
+    }
+    traffic_bars(&slots, 6, "Traffic per hour")
 }
 
 #[cfg(test)]
@@ -174,6 +273,23 @@ mod tests {
         assert!(a.starts_with("<svg") && a.ends_with("</svg>"));
         assert!(b.contains("1 rejects"));
         assert!(!a.contains("<script"));
+    }
+
+    #[test]
+    fn traffic_uses_a_readable_unit_and_places_each_hour() {
+        let now = Utc::now();
+        let svg = hourly_traffic(
+            &[(now - Duration::minutes(30), 3_000_000_000, 1_000_000_000)],
+            now,
+            "UTC",
+        );
+        assert!(
+            svg.contains("in GB") && svg.contains("<title>3 GB down</title>"),
+            "{svg}"
+        );
+        assert!(!svg.contains("NaN"));
+        let empty = hourly_traffic(&[], now, "UTC");
+        assert!(empty.contains("in B") && !empty.contains("NaN"));
     }
 
     #[test]

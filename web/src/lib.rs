@@ -36,6 +36,8 @@ pub struct WebConfig {
     pub session_ttl: Duration,
     /// Lifetime of an operator's session.
     pub operator_session_ttl: Duration,
+    /// How long a Disconnect button waits for the router's answer before saying so.
+    pub coa_wait: Duration,
 }
 
 impl Default for WebConfig {
@@ -43,6 +45,7 @@ impl Default for WebConfig {
         Self {
             session_ttl: Duration::from_secs(12 * 3600),
             operator_session_ttl: Duration::from_secs(4 * 3600),
+            coa_wait: Duration::from_secs(5),
         }
     }
 }

@@ -17,7 +17,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use saas_core::bus::kinds;
 use saas_core::ids::*;
 use saas_core::model::*;
-use saas_core::platform::TenantOps;
+use saas_core::platform::{DisconnectAnswer, TenantOps};
 use saas_core::store::SubscriberQuery;
 use serde::Deserialize;
 use serde_json::json;
@@ -48,10 +48,12 @@ pub fn router(ws: &WebState) -> Router<WebState> {
         .route("/", get(dashboard))
         .route("/subscribers", get(subscribers).post(create_subscriber))
         .route("/subscribers/new", get(new_subscriber))
+        .route("/subscribers/bulk", post(bulk_subscribers))
         .route("/subscribers/{id}", get(subscriber).post(update_subscriber))
         .route("/subscribers/{id}/edit", get(edit_subscriber))
         .route("/subscribers/{id}/status", post(set_subscriber_status))
         .route("/subscribers/{id}/renew", post(renew_subscriber))
+        .route("/subscribers/{id}/disconnect", post(disconnect_subscriber))
         .route(
             "/subscribers/{id}/delete",
             get(confirm_delete_subscriber).post(delete_subscriber),
@@ -60,15 +62,30 @@ pub fn router(ws: &WebState) -> Router<WebState> {
         .route("/plans/new", get(new_plan))
         .route("/plans/{id}", post(update_plan))
         .route("/plans/{id}/edit", get(edit_plan))
+        .route(
+            "/plans/{id}/delete",
+            get(confirm_delete_plan).post(delete_plan),
+        )
         .route("/routers", get(routers).post(create_router))
         .route("/routers/new", get(new_router))
         .route("/routers/{id}", get(router_page_detail))
         .route("/routers/{id}/checklist", get(router_checklist))
+        .route(
+            "/routers/{id}/script",
+            get(confirm_router_script).post(router_script),
+        )
+        .route(
+            "/routers/{id}/delete",
+            get(confirm_delete_router).post(delete_router),
+        )
         .route("/sessions", get(sessions))
         .route("/sessions/{id}/disconnect", post(disconnect))
         .route("/auth-log", get(auth_log))
         .route("/audit", get(audit))
         .route("/users", get(users).post(create_user))
+        .route("/users/{id}", post(change_user))
+        .route("/api-tokens", post(create_token))
+        .route("/api-tokens/{id}/revoke", post(revoke_token))
         .route("/settings", get(settings).post(save_settings))
 }
 
@@ -138,6 +155,9 @@ fn flash(done: Option<&str>) -> Option<String> {
         "disabled" => "Disabled; its online sessions are being disconnected.",
         "disconnect" => "Disconnect requested; the router answers within seconds.",
         "renewed" => "Renewed: the expiry moved by the plan's validity.",
+        "bulk" => "Done for each selected subscriber; every change is in the audit log.",
+        "offline" => "This subscriber has no online session.",
+        "revoked" => "Revoked; the token no longer works.",
         _ => return None,
     };
     Some(m.to_owned())
@@ -351,6 +371,7 @@ struct Dashboard {
     top: Vec<(String, String, String)>,
     online_chart: String,
     auth_chart: String,
+    traffic_chart: String,
 }
 
 struct NasRow {
@@ -391,17 +412,26 @@ async fn dashboard(
         .into_iter()
         .map(|n| nas_row(&n, tz))
         .collect();
-    let mut traffic: BTreeMap<String, i64> = BTreeMap::new();
-    for s in &sessions {
-        *traffic.entry(s.username.clone()).or_default() += s.input_octets + s.output_octets;
+    // What the counters rose by in the last 24 hours (not the sessions' lifetime totals).
+    let hours = scope
+        .usage_hourly(charts::hour_start(now) - ChronoDuration::hours(23))
+        .await?;
+    let mut traffic: BTreeMap<&str, i64> = BTreeMap::new();
+    for u in &hours {
+        *traffic.entry(u.username.as_str()).or_default() += u.input_octets + u.output_octets;
     }
-    let mut top: Vec<(String, i64)> = traffic.into_iter().collect();
+    let mut top: Vec<(&str, i64)> = traffic.into_iter().collect();
     top.sort_by_key(|x| std::cmp::Reverse(x.1));
     let top = top
         .into_iter()
         .take(5)
-        .map(|(u, b)| (u.clone(), pct(&u), bytes(b)))
+        .map(|(u, b)| (u.to_owned(), pct(u), bytes(b)))
         .collect();
+    let slots: Vec<_> = hours
+        .iter()
+        .map(|u| (u.hour, u.output_octets, u.input_octets))
+        .collect();
+    let traffic_chart = charts::hourly_traffic(&slots, now, tz);
     let (online_chart, auth_chart) = charts::day_charts(&sessions, &auths, now, tz);
     let page = Dashboard {
         l: layout(&t.0, &v, "Dashboard", "/"),
@@ -413,6 +443,7 @@ async fn dashboard(
         top,
         online_chart,
         auth_chart,
+        traffic_chart,
     };
     Ok(render(&page))
 }
@@ -839,8 +870,27 @@ struct SubscriberPage {
     usage_out: String,
     active: bool,
     can_edit: bool,
+    online: bool,
+    usage_chart: String,
     sessions: Vec<SessRow>,
     auth: Vec<AuthRow>,
+}
+
+/// The last 30 days of a subscriber's traffic, with the API's daily buckets.
+async fn usage_chart(
+    scope: &saas_core::TenantScope,
+    s: &Subscriber,
+    tz: &str,
+) -> WebResult<String> {
+    use tenant_api::usage::{Period, buckets, fill};
+    let z: chrono_tz::Tz = tz.parse().unwrap_or(chrono_tz::UTC);
+    let spans =
+        buckets(Period::Daily, Some(30), z, Utc::now()).map_err(|m| Problem::internal(&m))?;
+    let Some(first) = spans.first().map(|b| b.0) else {
+        return Ok(String::new());
+    };
+    let rows = scope.session_usage(&s.username, first).await?;
+    Ok(charts::daily_usage(&fill(&spans, &rows, z, Period::Daily)))
 }
 
 async fn subscriber(
@@ -856,7 +906,7 @@ async fn subscriber(
     let tz = &t.0.timezone;
     let (i, o) = scope.usage_since(&s.username, s.usage_reset_at).await?;
     let nas = nas_names(&ws, &t.0).await?;
-    let sessions = scope
+    let sessions: Vec<SessRow> = scope
         .sessions_since(Utc::now() - ChronoDuration::days(30), 2000)
         .await?
         .into_iter()
@@ -883,6 +933,8 @@ async fn subscriber(
         usage_out: bytes(o),
         active: s.status == SubscriberStatus::Active,
         can_edit: allows(a.0.role, CanSubscribers::PERM),
+        online: sessions.iter().any(|x| x.online),
+        usage_chart: usage_chart(&scope, &s, tz).await?,
         s: sub_row(&s, tz),
         sessions,
         auth,
@@ -971,6 +1023,20 @@ struct StatusForm {
     status: String,
 }
 
+/// The patch of the Enable/Disable buttons, and the flash that confirms it.
+fn status_patch(status: &str) -> WebResult<(SubscriberPatch, &'static str)> {
+    let (status, done) = match status {
+        "active" => (SubscriberStatus::Active, "enabled"),
+        "disabled" => (SubscriberStatus::Disabled, "disabled"),
+        _ => return Err(Problem::bad_request("status must be active or disabled").into()),
+    };
+    let patch = SubscriberPatch {
+        status: Some(status),
+        ..Default::default()
+    };
+    Ok((patch, done))
+}
+
 async fn set_subscriber_status(
     State(ws): State<WebState>,
     t: TenantHost,
@@ -980,36 +1046,21 @@ async fn set_subscriber_status(
     Form(f): Form<StatusForm>,
 ) -> WebResult {
     let s = find_sub(&ws, &t.0, id).await?;
-    let (status, done) = match f.status.as_str() {
-        "active" => (SubscriberStatus::Active, "enabled"),
-        "disabled" => (SubscriberStatus::Disabled, "disabled"),
-        _ => return Err(Problem::bad_request("status must be active or disabled").into()),
-    };
-    let patch = SubscriberPatch {
-        status: Some(status),
-        ..Default::default()
-    };
+    let (patch, done) = status_patch(&f.status)?;
     ops(&ws, &t, &a.0, ip)
         .update_subscriber(&s.username, &patch)
         .await?;
     Ok(see_other(&format!("/subscribers/{id}?done={done}")))
 }
 
-/// Extends the expiry by the plan's validity (30 days without one), from now or from the
-/// current expiry if it is later; an expired subscriber becomes active (as the API's renew).
-async fn renew_subscriber(
-    State(ws): State<WebState>,
-    t: TenantHost,
-    ip: ClientIp,
-    a: Signed<CanSubscribers>,
-    Path(id): Path<Uuid>,
-) -> WebResult {
-    let s = find_sub(&ws, &t.0, id).await?;
+/// A renewal: the expiry moves by the plan's validity (30 days without one), from now or from
+/// the current expiry if it is later; an expired subscriber becomes active (as the API's renew).
+async fn renew_patch(ws: &WebState, t: &Tenant, s: &Subscriber) -> WebResult<SubscriberPatch> {
     let days = match s.plan_id {
         Some(pid) => ws
             .api()
             .store()
-            .tenant(t.0.id)
+            .tenant(t.id)
             .plan(pid)
             .await?
             .and_then(|p| p.validity_days),
@@ -1018,11 +1069,22 @@ async fn renew_subscriber(
     .unwrap_or(30);
     let now = Utc::now();
     let from = s.expires_at.filter(|e| *e > now).unwrap_or(now);
-    let patch = SubscriberPatch {
+    Ok(SubscriberPatch {
         expires_at: Some(Some(from + ChronoDuration::days(days))),
         status: (s.status == SubscriberStatus::Expired).then_some(SubscriberStatus::Active),
         ..Default::default()
-    };
+    })
+}
+
+async fn renew_subscriber(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    ip: ClientIp,
+    a: Signed<CanSubscribers>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let s = find_sub(&ws, &t.0, id).await?;
+    let patch = renew_patch(&ws, &t.0, &s).await?;
     ops(&ws, &t, &a.0, ip)
         .update_subscriber(&s.username, &patch)
         .await?;
@@ -1062,6 +1124,107 @@ async fn delete_subscriber(
         .delete_subscriber(&s.username)
         .await?;
     Ok(see_other("/subscribers?done=deleted"))
+}
+
+/// Most subscribers one bulk action may change (a list page shows 25).
+const BULK_MAX: usize = 100;
+
+#[derive(Template)]
+#[template(path = "bulk_confirm.html")]
+struct BulkConfirmPage {
+    l: Layout,
+    rows: Vec<SubRow>,
+}
+
+/// A bulk action on the subscribers ticked in the list: enable, disable, renew, plan (change
+/// to `plan`) or delete (after a confirmation page). Each subscriber goes through the same
+/// audited command as its single action; every id must belong to this tenant before anything
+/// changes.
+async fn bulk_subscribers(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanSubscribers>,
+    Form(pairs): Form<Vec<(String, String)>>,
+) -> WebResult {
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    };
+    let ids: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "ids")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if ids.is_empty() {
+        return Err(Problem::bad_request(
+            "no subscriber is selected; tick the boxes of the subscribers to change, then apply",
+        )
+        .into());
+    }
+    if ids.len() > BULK_MAX {
+        return Err(Problem::bad_request(format!(
+            "at most {BULK_MAX} subscribers at once; narrow the selection"
+        ))
+        .into());
+    }
+    let mut subs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let id = Uuid::parse_str(id)
+            .map_err(|_| Problem::not_found("there is no such subscriber in this account"))?;
+        subs.push(find_sub(&ws, &t.0, id).await?);
+    }
+    let o = ops(&ws, &t, &a.0, ip);
+    match field("action") {
+        st @ ("active" | "disabled") => {
+            let (patch, _) = status_patch(st)?;
+            for s in &subs {
+                o.update_subscriber(&s.username, &patch).await?;
+            }
+        }
+        "renew" => {
+            for s in &subs {
+                let patch = renew_patch(&ws, &t.0, s).await?;
+                o.update_subscriber(&s.username, &patch).await?;
+            }
+        }
+        "plan" => {
+            let id = Uuid::parse_str(field("plan")).map_err(|_| {
+                Problem::bad_request("choose the new plan in the list next to the action")
+            })?;
+            let plan = find_plan(&ws, &t.0, id).await?;
+            let patch = SubscriberPatch {
+                plan_id: Some(Some(plan.id)),
+                ..Default::default()
+            };
+            for s in &subs {
+                o.update_subscriber(&s.username, &patch).await?;
+            }
+        }
+        "delete" if field("confirm") != "yes" => {
+            let tz = &t.0.timezone;
+            return Ok(render(&BulkConfirmPage {
+                l: layout(&t.0, &v, "Delete subscribers", "/subscribers"),
+                rows: subs.iter().map(|s| sub_row(s, tz)).collect(),
+            }));
+        }
+        "delete" => {
+            for s in &subs {
+                o.delete_subscriber(&s.username).await?;
+            }
+        }
+        _ => {
+            return Err(Problem::bad_request(
+                "choose what to do with the selection: enable, disable, renew, change plan or delete",
+            )
+            .into());
+        }
+    }
+    Ok(see_other("/subscribers?done=bulk"))
 }
 
 // ---- plans ----
@@ -1144,6 +1307,22 @@ struct PlanForm {
     price: String,
     #[serde(default)]
     ip_pool: String,
+    #[serde(default)]
+    burst_download_kbps: String,
+    #[serde(default)]
+    burst_upload_kbps: String,
+    #[serde(default)]
+    burst_threshold_kbps: String,
+    #[serde(default)]
+    burst_time_s: String,
+    #[serde(default)]
+    ipv6_pool: String,
+    #[serde(default)]
+    delegated_ipv6_pool: String,
+    #[serde(default)]
+    session_timeout_s: String,
+    #[serde(default)]
+    sim_use: String,
 }
 
 fn plan_page(
@@ -1208,6 +1387,36 @@ fn plan_page(
                 .value(&f.ip_pool)
                 .hint("Router pool name (Framed-Pool); optional.")
                 .errors(e),
+            Field::new("burst_download_kbps", "Burst download (kbit/s)", "number")
+                .value(&f.burst_download_kbps)
+                .hint("MikroTik burst; empty = no burst.")
+                .errors(e),
+            Field::new("burst_upload_kbps", "Burst upload (kbit/s)", "number")
+                .value(&f.burst_upload_kbps)
+                .errors(e),
+            Field::new("burst_threshold_kbps", "Burst threshold (kbit/s)", "number")
+                .value(&f.burst_threshold_kbps)
+                .hint("Bursting stops above this average rate.")
+                .errors(e),
+            Field::new("burst_time_s", "Burst time (s)", "number")
+                .value(&f.burst_time_s)
+                .errors(e),
+            Field::new("ipv6_pool", "IPv6 pool", "text")
+                .value(&f.ipv6_pool)
+                .hint("Framed-IPv6-Pool name; optional.")
+                .errors(e),
+            Field::new("delegated_ipv6_pool", "Delegated prefix pool", "text")
+                .value(&f.delegated_ipv6_pool)
+                .hint("Delegated-IPv6-Prefix-Pool name (DHCPv6-PD); optional.")
+                .errors(e),
+            Field::new("session_timeout_s", "Session timeout (s)", "number")
+                .value(&f.session_timeout_s)
+                .hint("Session-Timeout; empty = none.")
+                .errors(e),
+            Field::new("sim_use", "Simultaneous sessions", "number")
+                .value(&f.sim_use)
+                .hint("How many sessions one login may hold; empty = 1.")
+                .errors(e),
         ],
         submit: if edit.is_some() {
             "Save plan"
@@ -1265,37 +1474,33 @@ fn price_cents(e: &mut Errors, s: &str) -> i64 {
     w.saturating_mul(100).saturating_add(f)
 }
 
-/// The plan a form describes (`base` keeps what the form does not show: bursts, IPv6 pools,
-/// session timeout, simultaneous use).
-fn parse_plan(f: &PlanForm, e: &mut Errors, base: Option<&Plan>) -> NewPlan {
+/// The plan a form describes.
+fn parse_plan(f: &PlanForm, e: &mut Errors) -> NewPlan {
     if f.name.trim().is_empty() {
         e.add("name", "enter a name");
     }
     let down = num(e, "download_kbps", &f.download_kbps, true);
     let up = num(e, "upload_kbps", &f.upload_kbps, true);
     let quota = num(e, "quota_gb", &f.quota_gb, false);
-    let fup_down = num(e, "fup_download_kbps", &f.fup_download_kbps, false);
-    let fup_up = num(e, "fup_upload_kbps", &f.fup_upload_kbps, false);
-    let validity = num(e, "validity_days", &f.validity_days, false);
     let price = price_cents(e, &f.price);
     NewPlan {
         name: f.name.trim().to_owned(),
         download_kbps: down.unwrap_or(0),
         upload_kbps: up.unwrap_or(0),
-        burst_download_kbps: base.and_then(|b| b.burst_download_kbps),
-        burst_upload_kbps: base.and_then(|b| b.burst_upload_kbps),
-        burst_threshold_kbps: base.and_then(|b| b.burst_threshold_kbps),
-        burst_time_s: base.and_then(|b| b.burst_time_s),
+        burst_download_kbps: num(e, "burst_download_kbps", &f.burst_download_kbps, false),
+        burst_upload_kbps: num(e, "burst_upload_kbps", &f.burst_upload_kbps, false),
+        burst_threshold_kbps: num(e, "burst_threshold_kbps", &f.burst_threshold_kbps, false),
+        burst_time_s: num(e, "burst_time_s", &f.burst_time_s, false),
         quota_bytes: quota.map(|g| g.saturating_mul(1_000_000_000)),
-        fup_download_kbps: fup_down,
-        fup_upload_kbps: fup_up,
-        validity_days: validity,
+        fup_download_kbps: num(e, "fup_download_kbps", &f.fup_download_kbps, false),
+        fup_upload_kbps: num(e, "fup_upload_kbps", &f.fup_upload_kbps, false),
+        validity_days: num(e, "validity_days", &f.validity_days, false),
         price_cents: price,
         ip_pool: opt(&f.ip_pool),
-        ipv6_pool: base.and_then(|b| b.ipv6_pool.clone()),
-        delegated_ipv6_pool: base.and_then(|b| b.delegated_ipv6_pool.clone()),
-        session_timeout_s: base.and_then(|b| b.session_timeout_s),
-        sim_use: base.map(|b| b.sim_use),
+        ipv6_pool: opt(&f.ipv6_pool),
+        delegated_ipv6_pool: opt(&f.delegated_ipv6_pool),
+        session_timeout_s: num(e, "session_timeout_s", &f.session_timeout_s, false),
+        sim_use: num(e, "sim_use", &f.sim_use, false),
     }
 }
 
@@ -1320,7 +1525,7 @@ async fn create_plan(
     Form(f): Form<PlanForm>,
 ) -> WebResult {
     let mut e = Errors::default();
-    let p = parse_plan(&f, &mut e, None);
+    let p = parse_plan(&f, &mut e);
     let mut top = None;
     if e.is_empty() {
         match ops(&ws, &t, &a.0, ip).add_plan(&p).await {
@@ -1363,6 +1568,14 @@ async fn edit_plan(
         validity_days: opt_num(p.validity_days),
         price: format!("{}.{:02}", p.price_cents / 100, p.price_cents % 100),
         ip_pool: p.ip_pool.clone().unwrap_or_default(),
+        burst_download_kbps: opt_num(p.burst_download_kbps),
+        burst_upload_kbps: opt_num(p.burst_upload_kbps),
+        burst_threshold_kbps: opt_num(p.burst_threshold_kbps),
+        burst_time_s: opt_num(p.burst_time_s),
+        ipv6_pool: p.ipv6_pool.clone().unwrap_or_default(),
+        delegated_ipv6_pool: p.delegated_ipv6_pool.clone().unwrap_or_default(),
+        session_timeout_s: opt_num(p.session_timeout_s),
+        sim_use: p.sim_use.to_string(),
     };
     Ok(render(&plan_page(
         &t.0,
@@ -1385,7 +1598,7 @@ async fn update_plan(
 ) -> WebResult {
     let old = find_plan(&ws, &t.0, id).await?;
     let mut e = Errors::default();
-    let p = parse_plan(&f, &mut e, Some(&old));
+    let p = parse_plan(&f, &mut e);
     let mut top = None;
     if e.is_empty() {
         let o = ops(&ws, &t, &a.0, ip);
@@ -1394,15 +1607,7 @@ async fn update_plan(
         });
         match updated {
             Ok(plan) => {
-                o.audit("plan.update", &plan.name).await?;
-                // Online subscribers of the plan get the new rate at their next authentication;
-                // every AAA node drops its cached copy now.
-                ws.api()
-                    .platform()
-                    .bus()
-                    .publish(Some(t.0.id), kinds::PLAN_CHANGED, &json!({"plan": plan.id}))
-                    .await
-                    .map_err(|e| Problem::internal(&e))?;
+                plan_changed(&ws, &o, "plan.update", &plan, json!({"plan": plan.id})).await?;
                 return Ok(see_other("/plans?done=saved"));
             }
             Err(err) => top = plan_problem(err.into(), &mut e),
@@ -1410,6 +1615,78 @@ async fn update_plan(
     }
     let page = plan_page(&t.0, &v, &f, &e, top, Some(&old));
     Ok(render_status(StatusCode::UNPROCESSABLE_ENTITY, &page))
+}
+
+/// Audits a plan change and announces it: online subscribers of the plan get the new rate at
+/// their next authentication; every AAA node drops its cached copy now.
+async fn plan_changed(
+    ws: &WebState,
+    o: &TenantOps,
+    action: &str,
+    plan: &Plan,
+    event: serde_json::Value,
+) -> WebResult<()> {
+    o.audit(action, &plan.name).await?;
+    ws.api()
+        .platform()
+        .bus()
+        .publish(Some(o.tenant().id), kinds::PLAN_CHANGED, &event)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    Ok(())
+}
+
+async fn confirm_delete_plan(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    _a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let p = find_plan(&ws, &t.0, id).await?;
+    Ok(render(&ConfirmPage {
+        l: layout(&t.0, &v, format!("Delete plan {}", p.name), "/plans"),
+        heading: format!("Delete the plan {}?", p.name),
+        text: "The plan is removed. A plan that subscribers still use cannot be deleted: move them to another plan first.".into(),
+        action: format!("/plans/{id}/delete"),
+        button: "Delete plan",
+        cancel: "/plans".into(),
+    }))
+}
+
+async fn delete_plan(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    ip: ClientIp,
+    a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let p = find_plan(&ws, &t.0, id).await?;
+    let o = ops(&ws, &t, &a.0, ip);
+    match o.scope().delete_plan(p.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(Problem::not_found("there is no such plan in this account").into());
+        }
+        Err(saas_core::StoreError::Conflict(m)) => {
+            // The store's message names the API; here the way out is the subscriber list.
+            let why = m.split(';').next().unwrap_or(&m).to_owned();
+            return Err(Problem::conflict(format!(
+                "{why}; move them to another plan first: on Subscribers filter by this plan, tick them and apply \"Change plan to…\""
+            ))
+            .into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    plan_changed(
+        &ws,
+        &o,
+        "plan.delete",
+        &p,
+        json!({"plan": p.id, "deleted": true}),
+    )
+    .await?;
+    Ok(see_other("/plans?done=deleted"))
 }
 
 // ---- routers ----
@@ -1453,6 +1730,16 @@ struct RouterForm {
     name: String,
     #[serde(default)]
     public_key: String,
+    #[serde(default)]
+    reach: String,
+    #[serde(default)]
+    ip: String,
+    #[serde(default)]
+    secret: String,
+    #[serde(default)]
+    api_user: String,
+    #[serde(default)]
+    api_password: String,
 }
 
 fn router_page(t: &Tenant, v: &Visit, f: &RouterForm, e: &Errors, top: Option<String>) -> FormPage {
@@ -1467,11 +1754,39 @@ fn router_page(t: &Tenant, v: &Visit, f: &RouterForm, e: &Errors, top: Option<St
                 .required()
                 .hint("e.g. core-1; how this router appears in the panel.")
                 .errors(e),
+            Field::new("reach", "How it reaches us", "select")
+                .value(if f.reach.is_empty() { "tunnel" } else { &f.reach })
+                .options(vec![
+                    (
+                        "tunnel".into(),
+                        "WireGuard tunnel (behind NAT; we give you a script)".into(),
+                    ),
+                    (
+                        "direct".into(),
+                        "Direct: RADIUS from a public IP, no tunnel".into(),
+                    ),
+                ])
+                .errors(e),
             Field::new("public_key", "Router's WireGuard public key", "text")
                 .value(&f.public_key)
                 .hint(
-                    "Optional. Empty = we generate the router's key pair and put it in the script.",
+                    "Tunnel only, optional. Empty = we generate the router's key pair and put it in the script.",
                 )
+                .errors(e),
+            Field::new("ip", "Router's public IP", "text")
+                .value(&f.ip)
+                .hint("Direct only: the source address of its RADIUS packets.")
+                .errors(e),
+            Field::new("secret", "RADIUS secret", "text")
+                .value(&f.secret)
+                .hint("Direct only: the secret configured on the router; empty = we generate one.")
+                .errors(e),
+            Field::new("api_user", "RouterOS API user", "text")
+                .value(&f.api_user)
+                .hint("Optional; lets us read sessions and kick them when a CoA fails.")
+                .errors(e),
+            Field::new("api_password", "RouterOS API password", "password")
+                .auto("new-password")
                 .errors(e),
         ],
         submit: "Add router and show its script",
@@ -1501,6 +1816,47 @@ struct ScriptPage {
     script: String,
 }
 
+fn no_relay() -> WebError {
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "peers-unavailable",
+        "Tunnel routers cannot be managed here",
+    )
+    .detail("this process has no relay settings; run the panel inside `proxpanel serve`")
+    .into()
+}
+
+/// The one-paste script of a tunnel router (never cached: it holds secrets).
+fn script_page(
+    t: &Tenant,
+    v: &Visit,
+    id: NasId,
+    steps: Checklist,
+    name: String,
+    p: &serde_json::Value,
+) -> Response {
+    let page = ScriptPage {
+        l: layout(t, v, format!("Router {name}"), "/routers"),
+        id: id.0.to_string(),
+        steps,
+        tunnel_address: p["tunnel_address"].as_str().unwrap_or("").into(),
+        endpoint: match (
+            p["relay_endpoint_host"].as_str(),
+            p["relay_endpoint_ip"].as_str(),
+        ) {
+            (Some(h), _) => format!("{h}:{}", p["relay_endpoint_port"]),
+            (None, Some(i)) => format!("{i}:{}", p["relay_endpoint_port"]),
+            _ => String::new(),
+        },
+        script: p["routeros_script"].as_str().unwrap_or("").into(),
+        name,
+    };
+    let mut r = render(&page);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
 async fn create_router(
     State(ws): State<WebState>,
     t: TenantHost,
@@ -1514,54 +1870,69 @@ async fn create_router(
     if name.is_empty() {
         e.add("name", "enter a name");
     }
-    let Some(peers) = ws.api().config().peers.clone() else {
-        return Err(Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "peers-unavailable",
-            "Routers cannot be added here",
-        )
-        .detail("this process has no relay settings; run the panel inside `proxpanel serve`")
-        .into());
+    let direct = f.reach == "direct";
+    let ip_addr = if direct {
+        match f.ip.trim().parse::<std::net::IpAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                e.add("ip", "enter the router's IPv4 or IPv6 address");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (api_user, api_password) = (opt(&f.api_user), opt(&f.api_password));
+    if api_user.is_some() != api_password.is_some() {
+        e.add(
+            "api_password",
+            "give both the API user and its password, or neither",
+        );
+    }
+    let new = NewNas {
+        name: name.clone(),
+        vendor: NasVendor::Mikrotik,
+        ip: ip_addr,
+        secret: opt(&f.secret).unwrap_or_else(|| saas_core::crypto::random_token(18)),
+        message_auth: MessageAuthPolicy::Auto,
+        coa_port: 3799,
+        api_user,
+        api_password,
+        use_ssl: false,
     };
     let o = ops(&ws, &t, &a.0, ip);
+    if direct {
+        // A direct NAS needs no tunnel: it is ready once stored.
+        if e.is_empty() {
+            match o.add_nas(&new).await {
+                Ok(nas) => return Ok(see_other(&format!("/routers/{}?done=created", nas.id.0))),
+                Err(err) => {
+                    let (pe, msg) = problem_errors(&err.into());
+                    e.0.extend(pe.0);
+                    match msg {
+                        Some(m) if m.contains("already exists") => e.add("name", m),
+                        Some(m) if m.to_ascii_lowercase().contains("ip") => e.add("ip", m),
+                        Some(m) => e.add("name", m),
+                        None => {}
+                    }
+                }
+            }
+        }
+        return Ok(render_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &router_page(&t.0, &v, &f, &e, None),
+        ));
+    }
+    let peers = ws.api().config().peers.clone().ok_or_else(no_relay)?;
     let mut top = None;
     if e.is_empty() {
-        let nas = NewNas {
-            name: name.clone(),
-            vendor: NasVendor::Mikrotik,
-            ip: None,
-            secret: saas_core::crypto::random_token(18),
-            message_auth: MessageAuthPolicy::Auto,
-            coa_port: 3799,
-            api_user: None,
-            api_password: None,
-            use_ssl: false,
-        };
-        match o.add_nas(&nas).await {
+        match o.add_nas(&new).await {
             Ok(nas) => {
                 let key = opt(&f.public_key);
                 match peers.add_peer(&o, &name, key.as_deref()).await {
                     Ok(p) => {
-                        let page = ScriptPage {
-                            l: layout(&t.0, &v, format!("Router {name}"), "/routers"),
-                            id: nas.id.0.to_string(),
-                            steps: Checklist::default(),
-                            tunnel_address: p["tunnel_address"].as_str().unwrap_or("").into(),
-                            endpoint: match (
-                                p["relay_endpoint_host"].as_str(),
-                                p["relay_endpoint_ip"].as_str(),
-                            ) {
-                                (Some(h), _) => format!("{h}:{}", p["relay_endpoint_port"]),
-                                (None, Some(i)) => format!("{i}:{}", p["relay_endpoint_port"]),
-                                _ => String::new(),
-                            },
-                            script: p["routeros_script"].as_str().unwrap_or("").into(),
-                            name,
-                        };
-                        let mut r = render_status(StatusCode::CREATED, &page);
-                        // The script holds secrets: never cache it anywhere.
-                        r.headers_mut()
-                            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        let mut r = script_page(&t.0, &v, nas.id, Checklist::default(), name, &p);
+                        *r.status_mut() = StatusCode::CREATED;
                         return Ok(r);
                     }
                     Err(err) => {
@@ -1641,22 +2012,118 @@ struct RouterPage {
     id: String,
     steps: Checklist,
     n: NasRow,
+    can_edit: bool,
+    tunnel: bool,
 }
 
 async fn router_page_detail(
     State(ws): State<WebState>,
     t: TenantHost,
     v: Visit,
-    _a: Signed<CanRead>,
+    a: Signed<CanRead>,
     Path(id): Path<Uuid>,
+    Query(q): Query<DoneQ>,
 ) -> WebResult {
     let (nas, steps) = checklist(&ws, &t.0, id).await?;
+    let mut l = layout(&t.0, &v, format!("Router {}", nas.name), "/routers");
+    l.flash = flash(q.done.as_deref());
     Ok(render(&RouterPage {
-        l: layout(&t.0, &v, format!("Router {}", nas.name), "/routers"),
+        l,
         id: nas.id.0.to_string(),
         steps,
         n: nas_row(&nas, &t.0.timezone),
+        can_edit: allows(a.0.role, CanSettings::PERM),
+        tunnel: nas.reach == NasReach::Tunnel,
     }))
+}
+
+/// The confirmation before a router action (`what`: `script` or `delete`). The script holds the
+/// RADIUS secret and API password, so an owner or admin asks for it explicitly (a POST behind
+/// this page) and the showing is audited.
+async fn confirm_router(
+    ws: &WebState,
+    t: &TenantHost,
+    v: &Visit,
+    id: Uuid,
+    what: &str,
+) -> WebResult {
+    let (nas, _) = checklist(ws, &t.0, id).await?;
+    let (heading, text, button) = if what == "script" {
+        (
+            format!("Show the script of {} again?", nas.name),
+            "The script holds the router's RADIUS secret and API password. Showing it is recorded in the audit log with your name.",
+            "Show the script",
+        )
+    } else {
+        (
+            format!("Delete the router {}?", nas.name),
+            "Its tunnel is removed and its RADIUS packets are no longer answered; its sessions leave the lists. Subscribers stay.",
+            "Delete router",
+        )
+    };
+    Ok(render(&ConfirmPage {
+        l: layout(&t.0, v, heading.clone(), "/routers"),
+        heading,
+        text: text.into(),
+        action: format!("/routers/{id}/{what}"),
+        button,
+        cancel: format!("/routers/{id}"),
+    }))
+}
+
+async fn confirm_router_script(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    _a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    confirm_router(&ws, &t, &v, id, "script").await
+}
+
+async fn router_script(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let (nas, steps) = checklist(&ws, &t.0, id).await?;
+    if nas.reach != NasReach::Tunnel {
+        return Err(Problem::conflict(
+            "this router reaches us directly and has no tunnel script; its RADIUS secret is the one you configured",
+        )
+        .into());
+    }
+    let peers = ws.api().config().peers.clone().ok_or_else(no_relay)?;
+    let o = ops(&ws, &t, &a.0, ip);
+    let p = peers.script(&o, &nas.name).await?;
+    o.audit("peer.script", &nas.name).await?;
+    Ok(script_page(&t.0, &v, nas.id, steps, nas.name.clone(), &p))
+}
+
+async fn confirm_delete_router(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    _a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    confirm_router(&ws, &t, &v, id, "delete").await
+}
+
+async fn delete_router(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    ip: ClientIp,
+    a: Signed<CanSettings>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let (nas, _) = checklist(&ws, &t.0, id).await?;
+    // The same command as the API's NAS delete (audited, announced).
+    ops(&ws, &t, &a.0, ip).delete_nas(&nas.name).await?;
+    Ok(see_other("/routers?done=deleted"))
 }
 
 // ---- sessions and logs ----
@@ -1755,9 +2222,92 @@ async fn sessions(
     }))
 }
 
+/// One line of a disconnect's answer.
+struct CoaLine {
+    session: String,
+    outcome: String,
+    ok: bool,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "disconnect.html")]
+struct DisconnectPage {
+    l: Layout,
+    username: String,
+    back: String,
+    unanswered: bool,
+    wait_s: u64,
+    lines: Vec<CoaLine>,
+}
+
+fn coa_line(acct: &str, r: &saas_core::aaa::coa::CoaResult) -> CoaLine {
+    let (outcome, ok) = match r.outcome.as_str() {
+        "ack" => (
+            "Disconnect-ACK: the router ended the session".to_owned(),
+            true,
+        ),
+        "nak" => (
+            match r.error_cause {
+                Some(c) => format!("Disconnect-NAK (Error-Cause {c}): the router refused"),
+                None => "Disconnect-NAK: the router refused".to_owned(),
+            },
+            false,
+        ),
+        "timeout" => ("No answer from the router (timeout)".to_owned(), false),
+        "api-kick" => (
+            "Ended through the RouterOS API (fallback after the CoA failed)".to_owned(),
+            true,
+        ),
+        "api-gone" => (
+            "The RouterOS API shows no such session any more (fallback)".to_owned(),
+            true,
+        ),
+        o => (format!("Not done ({o})"), false),
+    };
+    CoaLine {
+        session: acct.to_owned(),
+        outcome,
+        ok,
+        detail: r.detail.clone(),
+    }
+}
+
+/// Sends the disconnect through the same audited command as the API and shows what the router
+/// answered, per session, or that no answer came in time.
+async fn disconnect_and_show(
+    ws: &WebState,
+    t: &TenantHost,
+    v: &Visit,
+    o: &TenantOps,
+    sess: &Session,
+    back: String,
+) -> WebResult {
+    let wait = ws.config().coa_wait;
+    let answer = o.disconnect_session(sess, Some(wait)).await?;
+    let (unanswered, lines) = match &answer {
+        DisconnectAnswer::Answered(rs) => (false, rs.iter().map(|(a, r)| coa_line(a, r)).collect()),
+        _ => (true, Vec::new()),
+    };
+    Ok(render(&DisconnectPage {
+        l: layout(
+            &t.0,
+            v,
+            format!("Disconnect {}", sess.username),
+            "/sessions",
+        ),
+        username: sess.username.clone(),
+        back,
+        unanswered,
+        wait_s: wait.as_secs().max(1),
+        lines,
+    }))
+}
+
 async fn disconnect(
     State(ws): State<WebState>,
     t: TenantHost,
+    v: Visit,
     ip: ClientIp,
     a: Signed<CanSubscribers>,
     Path(id): Path<Uuid>,
@@ -1770,21 +2320,33 @@ async fn disconnect(
     if sess.stopped_at.is_some() {
         return Ok(see_other("/sessions"));
     }
-    // The same request as the API's: whichever process holds the NAS answers it.
-    ws.api()
-        .platform()
-        .bus()
-        .publish(
-            Some(t.0.id),
-            kinds::COA_REQUEST,
-            &json!({"action": "disconnect", "username": sess.username, "acct_session_id": sess.acct_session_id}),
-        )
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    ops(&ws, &t, &a.0, ip)
-        .audit("session.disconnect", &sess.username)
-        .await?;
-    Ok(see_other("/sessions?done=disconnect"))
+    let o = ops(&ws, &t, &a.0, ip);
+    disconnect_and_show(&ws, &t, &v, &o, &sess, "/sessions".into()).await
+}
+
+/// The subscriber page's Disconnect button: ends its online sessions.
+async fn disconnect_subscriber(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanSubscribers>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    let s = find_sub(&ws, &t.0, id).await?;
+    let online = ws
+        .api()
+        .store()
+        .tenant(t.0.id)
+        .sessions(true, 1000)
+        .await?
+        .into_iter()
+        .find(|x| x.username == s.username);
+    let Some(sess) = online else {
+        return Ok(see_other(&format!("/subscribers/{id}?done=offline")));
+    };
+    let o = ops(&ws, &t, &a.0, ip);
+    disconnect_and_show(&ws, &t, &v, &o, &sess, format!("/subscribers/{id}")).await
 }
 
 struct AuthRow {
@@ -1883,9 +2445,40 @@ async fn audit(
 #[template(path = "users.html")]
 struct UsersPage {
     l: Layout,
-    rows: Vec<[String; 3]>,
+    rows: Vec<UserRow>,
     fields: Vec<Field>,
     error: Option<String>,
+    tokens: Vec<TokenRow>,
+    token_fields: Vec<Field>,
+    created: Option<tenant_api::tenant::ApiTokenCreated>,
+}
+
+struct UserRow {
+    id: String,
+    email: String,
+    role: String,
+    disabled: bool,
+}
+
+struct TokenRow {
+    id: String,
+    name: String,
+    scope: String,
+    created: String,
+    last_used: String,
+    revoked: bool,
+}
+
+/// Role choices of the users page (an owner is made by the owner through the API only).
+fn role_options() -> Vec<(String, String)> {
+    vec![
+        (
+            "admin".into(),
+            "admin — everything but the owner's rights".into(),
+        ),
+        ("staff".into(), "staff — subscribers and sessions".into()),
+        ("viewer".into(), "viewer — read only".into()),
+    ]
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1907,19 +2500,29 @@ async fn users_page(
     top: Option<String>,
     done: Option<&str>,
 ) -> WebResult<UsersPage> {
-    let rows = ws
-        .api()
-        .store()
-        .tenant(t.id)
+    let scope = ws.api().store().tenant(t.id);
+    let rows = scope
         .users()
         .await?
         .into_iter()
-        .map(|u| {
-            [
-                u.email.as_str().to_owned(),
-                u.role.to_string(),
-                if u.disabled { "disabled" } else { "active" }.to_owned(),
-            ]
+        .map(|u| UserRow {
+            id: u.id.0.to_string(),
+            email: u.email.as_str().to_owned(),
+            role: u.role.to_string(),
+            disabled: u.disabled,
+        })
+        .collect();
+    let tokens = scope
+        .api_tokens()
+        .await?
+        .into_iter()
+        .map(|k| TokenRow {
+            id: k.id.to_string(),
+            name: k.name,
+            scope: k.scope,
+            created: format!("{} by {}", when(k.created_at, &t.timezone), k.created_by),
+            last_used: ago(k.last_used_at, &t.timezone),
+            revoked: k.revoked_at.is_some(),
         })
         .collect();
     let mut l = layout(t, v, "Users", "/users");
@@ -1940,17 +2543,121 @@ async fn users_page(
                 .errors(e),
             Field::new("role", "Role", "select")
                 .value(if f.role.is_empty() { "staff" } else { &f.role })
+                .options(role_options())
+                .errors(e),
+        ],
+        tokens,
+        token_fields: vec![
+            Field::new("token_name", "Name", "text")
+                .required()
+                .hint("What uses it, e.g. billing-sync.")
+                .errors(e),
+            Field::new("scope", "Access", "select")
+                .value("read")
                 .options(vec![
-                    (
-                        "admin".into(),
-                        "admin — everything but the owner's rights".into(),
-                    ),
-                    ("staff".into(), "staff — subscribers and sessions".into()),
-                    ("viewer".into(), "viewer — read only".into()),
+                    ("read".into(), "read — look only".into()),
+                    ("write".into(), "write — also change".into()),
                 ])
                 .errors(e),
         ],
+        created: None,
     })
+}
+
+#[derive(Debug, Deserialize)]
+struct UserChange {
+    role: Option<String>,
+    disabled: Option<String>,
+}
+
+/// Role change or enable/disable of a panel user, through the API's checks (only an owner
+/// touches an owner) and audit.
+async fn change_user(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    ip: ClientIp,
+    a: Signed<CanUsers>,
+    Path(id): Path<Uuid>,
+    Form(f): Form<UserChange>,
+) -> WebResult {
+    let role = match f.role.as_deref() {
+        None => None,
+        Some("admin") => Some(Role::Admin),
+        Some("staff") => Some(Role::Staff),
+        Some("viewer") => Some(Role::Viewer),
+        Some(_) => return Err(Problem::bad_request("choose admin, staff or viewer").into()),
+    };
+    let disabled = match f.disabled.as_deref() {
+        None => None,
+        Some("true") => Some(true),
+        Some("false") => Some(false),
+        Some(_) => return Err(Problem::bad_request("disabled must be true or false").into()),
+    };
+    let patch = tenant_api::tenant::PatchUser {
+        role,
+        disabled,
+        password: None,
+    };
+    let o = ops(&ws, &t, &a.0, ip);
+    tenant_api::tenant::change_user(ws.api(), &o, &a.0, id, &patch).await?;
+    Ok(see_other("/users?done=saved"))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    token_name: String,
+    #[serde(default)]
+    scope: String,
+}
+
+/// Creates an API token and shows its text on this answer only (never cached).
+async fn create_token(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanUsers>,
+    Form(f): Form<TokenForm>,
+) -> WebResult {
+    let o = ops(&ws, &t, &a.0, ip);
+    let n = tenant_api::tenant::NewApiToken {
+        name: f.token_name.clone(),
+        scope: f.scope.clone(),
+    };
+    let (status, created, e) = match tenant_api::tenant::issue_api_token(&o, &n).await {
+        Ok(c) => (StatusCode::CREATED, Some(c), Errors::default()),
+        Err(p) => {
+            let (mut e, top) = problem_errors(&p);
+            // The API names the field `name`; the form's is `token_name`.
+            for (field, _) in e.0.iter_mut() {
+                if field == "name" {
+                    *field = "token_name".into();
+                }
+            }
+            if let Some(m) = top {
+                e.add("token_name", m);
+            }
+            (StatusCode::UNPROCESSABLE_ENTITY, None, e)
+        }
+    };
+    let mut page = users_page(&ws, &t.0, &v, &UserForm::default(), &e, None, None).await?;
+    page.created = created;
+    let mut r = render_status(status, &page);
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(r)
+}
+
+async fn revoke_token(
+    State(ws): State<WebState>,
+    t: TenantHost,
+    ip: ClientIp,
+    a: Signed<CanUsers>,
+    Path(id): Path<Uuid>,
+) -> WebResult {
+    tenant_api::tenant::revoke_token(&ops(&ws, &t, &a.0, ip), id).await?;
+    Ok(see_other("/users?done=revoked"))
 }
 
 async fn users(

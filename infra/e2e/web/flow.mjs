@@ -123,6 +123,9 @@ try {
   await shot("06-subscriber-form");
   await page.click("main button[type=submit]");
   await expectText("Created.");
+  // The daily usage chart is server-rendered SVG (no script needed).
+  await page.waitForSelector("main .chart svg");
+  await expectText("Traffic per day, 30 days");
   await shot("07-subscriber");
   await page.click("nav.main >> text=Subscribers");
   await page.waitForSelector("table >> text=alice");

@@ -408,6 +408,19 @@ pub enum Rotation<U> {
     Unknown,
 }
 
+/// What a username's sessions counted in one hour (UTC).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HourlyUsage {
+    /// Start of the hour.
+    pub hour: DateTime<Utc>,
+    /// Login.
+    pub username: String,
+    /// Octets in (from the subscriber).
+    pub input_octets: i64,
+    /// Octets out (to the subscriber).
+    pub output_octets: i64,
+}
+
 /// An API token as stored (never its text).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -991,6 +1004,12 @@ impl TenantScope {
         since: DateTime<Utc>,
     ) -> Result<Vec<(DateTime<Utc>, i64, i64)>> {
         dispatch!(self.store, session_usage_rows(self.tenant, username, since))
+    }
+
+    /// Traffic per hour and username since `since` (hour starts, UTC): what the counters of the
+    /// tenant's sessions rose by in each hour, so a window's sum is its true delta.
+    pub async fn usage_hourly(&self, since: DateTime<Utc>) -> Result<Vec<HourlyUsage>> {
+        dispatch!(self.store, usage_hourly_rows(self.tenant, since))
     }
 
     /// Stores an e-mail verification token (only its hash) for a user.

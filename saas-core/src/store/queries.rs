@@ -310,6 +310,7 @@ impl Db {
             "DELETE FROM api_tokens WHERE tenant_id = $1",
             "DELETE FROM email_verifications WHERE tenant_id = $1",
             "DELETE FROM radius_sessions WHERE tenant_id = $1",
+            "DELETE FROM usage_hourly WHERE tenant_id = $1",
             "DELETE FROM auth_log WHERE tenant_id = $1",
             "DELETE FROM audit_log WHERE tenant_id = $1",
             "DELETE FROM wg_peers WHERE tenant_id = $1",
@@ -1661,6 +1662,14 @@ impl Db {
             .bind(t.0).bind(username).bind(since).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         rows.iter().map(|r| Ok((r.try_get("started_at")?, r.try_get("input_octets")?, r.try_get("output_octets")?))).collect()
+    }
+
+    pub(super) async fn usage_hourly_rows(&self, t: TenantId, since: DateTime<Utc>) -> Result<Vec<crate::store::HourlyUsage>> {
+        let mut tx = self.read(t).await?;
+        let rows = sqlx::query("SELECT hour, username, input_octets, output_octets FROM usage_hourly WHERE tenant_id = $1 AND hour >= $2 ORDER BY hour, username")
+            .bind(t.0).bind(since).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        rows.iter().map(|r| Ok(crate::store::HourlyUsage { hour: r.try_get("hour")?, username: r.try_get("username")?, input_octets: r.try_get("input_octets")?, output_octets: r.try_get("output_octets")? })).collect()
     }
 
     /// A page sorted by `key` then id, keyset on (sort value, id); `after` is the previous
