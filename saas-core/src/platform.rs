@@ -726,6 +726,19 @@ impl TenantOps {
         Ok(plan)
     }
 
+    /// Makes a plan the default for new subscribers (audited, announced).
+    pub async fn set_default_plan(&self, id: PlanId) -> Result<Plan> {
+        let plan = self.scope.set_default_plan(id).await?;
+        self.done(
+            "plan.default",
+            &plan.name,
+            kinds::PLAN_CHANGED,
+            json!({"plan": plan.id}),
+        )
+        .await?;
+        Ok(plan)
+    }
+
     /// Resolves a plan name.
     pub async fn plan_named(&self, name: &str) -> Result<Plan> {
         self.scope

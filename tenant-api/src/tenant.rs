@@ -417,22 +417,31 @@ pub struct Settings {
     pub timezone: String,
     /// Limits set by the platform operator.
     pub limits: TenantLimits,
+    /// The plan a new subscriber gets when none is named (none: no plan).
+    #[schema(value_type = Option<Uuid>)]
+    pub default_plan_id: Option<PlanId>,
 }
 
 impl Settings {
-    fn of(t: &Tenant) -> Self {
-        Self {
+    async fn of(s: &AppState, t: &Tenant) -> ApiResult<Self> {
+        let plans = s.store().tenant(t.id).plans().await?;
+        Ok(Self {
             name: t.name.clone(),
             timezone: t.timezone.clone(),
             limits: t.limits,
-        }
+            default_plan_id: plans.iter().find(|p| p.is_default).map(|p| p.id),
+        })
     }
 }
 
 #[utoipa::path(get, path = "/api/v1/settings", tag = "account",
     responses((status = 200, description = "Tenant settings", body = Settings)))]
-async fn settings(t: TenantHost, _a: Auth<CanRead>) -> Json<Settings> {
-    Json(Settings::of(&t.0))
+async fn settings(
+    State(s): State<AppState>,
+    t: TenantHost,
+    _a: Auth<CanRead>,
+) -> ApiResult<Json<Settings>> {
+    Ok(Json(Settings::of(&s, &t.0).await?))
 }
 
 /// Tenant settings change.
@@ -443,6 +452,8 @@ pub struct SettingsPatch {
     pub name: Option<String>,
     /// IANA timezone.
     pub timezone: Option<String>,
+    /// The plan new subscribers get when none is named (one of this tenant's plans).
+    pub default_plan_id: Option<Uuid>,
 }
 
 #[utoipa::path(patch, path = "/api/v1/settings", tag = "account", request_body = SettingsPatch,
@@ -461,6 +472,24 @@ async fn patch_settings(
         return Err(Problem::validation("name", "must not be empty"));
     }
     let o = ops(&s, &t, &a, ip);
+    if let Some(id) = p.default_plan_id {
+        // A plan of another tenant is simply not found here: the same answer as a typo.
+        match o.scope().plan(PlanId(id)).await? {
+            None => {
+                return Err(Problem::validation(
+                    "default_plan_id",
+                    "there is no such plan in this account; pick one from GET /api/v1/plans",
+                ));
+            }
+            Some(p) if !p.is_default => {
+                o.set_default_plan(p.id).await?;
+            }
+            Some(_) => {}
+        }
+    }
+    if p.name.is_none() && p.timezone.is_none() {
+        return Ok(Json(Settings::of(&s, &t.0).await?));
+    }
     let tenant = o
         .scope()
         .update_tenant(
@@ -480,7 +509,7 @@ async fn patch_settings(
         .await
         .map_err(|e| Problem::internal(&e))?;
     s.tenants().invalidate(Some(tenant.slug.as_str()));
-    Ok(Json(Settings::of(&tenant)))
+    Ok(Json(Settings::of(&s, &tenant).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/users", tag = "users",

@@ -2733,18 +2733,22 @@ struct SettingsForm {
     name: String,
     #[serde(default)]
     timezone: String,
+    /// Id of the default plan; empty leaves it as it is.
+    #[serde(default)]
+    default_plan: String,
 }
 
-fn settings_page(
+async fn settings_page(
+    ws: &WebState,
     t: &Tenant,
     v: &Visit,
     f: &SettingsForm,
     e: &Errors,
     done: Option<&str>,
-) -> FormPage {
+) -> WebResult<FormPage> {
     let mut l = layout(t, v, "Settings", "/settings");
     l.flash = flash(done);
-    FormPage {
+    Ok(FormPage {
         l,
         heading: "Settings".into(),
         error: None,
@@ -2759,29 +2763,36 @@ fn settings_page(
                 .required()
                 .hint("IANA name, e.g. Asia/Kolkata; dates in the panel and expiry days use it.")
                 .errors(e),
+            Field::new("default_plan", "Default plan for new subscribers", "select")
+                .value(&f.default_plan)
+                .options(plan_options(ws, t, "No plan").await?)
+                .hint("A subscriber added without a plan (here, by the API or by import) gets this one.")
+                .errors(e),
         ],
         submit: "Save",
         cancel: "/".into(),
-    }
+    })
 }
 
 async fn settings(
+    State(ws): State<WebState>,
     t: TenantHost,
     v: Visit,
     _a: Signed<CanSettings>,
     Query(q): Query<DoneQ>,
 ) -> WebResult {
+    let plans = ws.api().store().tenant(t.0.id).plans().await?;
     let f = SettingsForm {
         name: t.0.name.clone(),
         timezone: t.0.timezone.clone(),
+        default_plan: plans
+            .iter()
+            .find(|p| p.is_default)
+            .map(|p| p.id.0.to_string())
+            .unwrap_or_default(),
     };
-    Ok(render(&settings_page(
-        &t.0,
-        &v,
-        &f,
-        &Errors::default(),
-        q.done.as_deref(),
-    )))
+    let page = settings_page(&ws, &t.0, &v, &f, &Errors::default(), q.done.as_deref()).await?;
+    Ok(render(&page))
 }
 
 async fn save_settings(
@@ -2799,13 +2810,25 @@ async fn save_settings(
     if let Err(m) = validate_timezone(f.timezone.trim()) {
         e.add("timezone", m);
     }
+    // Some(None): an id that is not one of this tenant's plans.
+    let plan = match f.default_plan.trim() {
+        "" => None,
+        id => match Uuid::parse_str(id) {
+            Ok(id) => Some(ws.api().store().tenant(t.0.id).plan(PlanId(id)).await?),
+            Err(_) => Some(None),
+        },
+    };
+    if matches!(plan, Some(None)) {
+        e.add("default_plan", "choose one of the plans in the list");
+    }
     if !e.is_empty() {
-        return Ok(render_status(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &settings_page(&t.0, &v, &f, &e, None),
-        ));
+        let page = settings_page(&ws, &t.0, &v, &f, &e, None).await?;
+        return Ok(render_status(StatusCode::UNPROCESSABLE_ENTITY, &page));
     }
     let o = ops(&ws, &t, &a.0, ip);
+    if let Some(Some(p)) = plan.filter(|p| p.as_ref().is_some_and(|p| !p.is_default)) {
+        o.set_default_plan(p.id).await?;
+    }
     let tenant = o
         .scope()
         .update_tenant(Some(f.name.trim()), Some(f.timezone.trim()), None)

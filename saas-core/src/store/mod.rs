@@ -930,6 +930,17 @@ impl TenantScope {
         })
     }
 
+    /// Makes a plan the one new subscribers get when none is named (every other plan stops
+    /// being the default).
+    pub async fn set_default_plan(&self, id: PlanId) -> Result<Plan> {
+        if !dispatch!(self.store, plan_set_default(self.tenant, id))? {
+            return Err(StoreError::NotFound(format!("plan {id}")));
+        }
+        self.plan(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("plan {id}")))
+    }
+
     /// Deletes a plan; a plan that subscribers use is a conflict saying how many. False when
     /// there is no such plan here.
     pub async fn delete_plan(&self, id: PlanId) -> Result<bool> {

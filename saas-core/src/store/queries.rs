@@ -1540,6 +1540,15 @@ impl Db {
     }
 
     /// Deletes a plan unless subscribers use it: `Err(Conflict)` naming how many do.
+    pub(super) async fn plan_set_default(&self, t: TenantId, id: PlanId) -> Result<bool> {
+        let mut tx = self.write(t).await?;
+        // One statement flips every plan of the tenant, so there is never a moment with two defaults.
+        let res = sqlx::query("UPDATE service_plans SET is_default = (id = $2) WHERE tenant_id = $1 AND EXISTS (SELECT 1 FROM service_plans WHERE tenant_id = $1 AND id = $2)")
+            .bind(t.0).bind(id.0).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(res.rows_affected() > 0)
+    }
+
     pub(super) async fn plan_delete(&self, t: TenantId, id: PlanId) -> Result<bool> {
         let mut tx = self.write(t).await?;
         let row = sqlx::query("SELECT name FROM service_plans WHERE tenant_id = $1 AND id = $2").bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;

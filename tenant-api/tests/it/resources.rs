@@ -542,3 +542,90 @@ async fn limits_and_audit_lines_with_client_address() {
     .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn the_default_plan_is_a_setting_and_new_subscribers_get_it() {
+    for ts in saas_core::testing::each_backend().await {
+        let e = env(ts).await;
+        provision(&e.platform, "alpha").await;
+        provision(&e.platform, "beta").await;
+        let b = populate(&e, "beta").await;
+        let h = host("alpha");
+        let tok = owner(&e.app, "alpha").await;
+        let before = call(&e.app, "GET", &h, "/api/v1/settings", Some(&tok), None).await;
+        assert_eq!(before.status, StatusCode::OK, "{}", before.body);
+        assert!(
+            before.body["default_plan_id"].is_string(),
+            "{}",
+            before.body
+        );
+        let plan = call(&e.app, "POST", &h, "/api/v1/plans", Some(&tok), Some(json!({"name": "50M", "download_kbps": 51200, "upload_kbps": 10240, "price_cents": 0}))).await;
+        assert_eq!(plan.status, StatusCode::CREATED, "{}", plan.body);
+        // Another tenant's plan: a field error, and the setting stays.
+        let r = call(
+            &e.app,
+            "PATCH",
+            &h,
+            "/api/v1/settings",
+            Some(&tok),
+            Some(json!({"default_plan_id": b["plans"]})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert!(r.body.to_string().contains("default_plan_id"), "{}", r.body);
+        let r = call(
+            &e.app,
+            "PATCH",
+            &h,
+            "/api/v1/settings",
+            Some(&tok),
+            Some(json!({"default_plan_id": plan.body["id"]})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["default_plan_id"], plan.body["id"]);
+        assert_eq!(r.body["name"], before.body["name"], "the rest stays");
+        // Exactly one default, and a subscriber added without a plan gets it.
+        let plans = call(&e.app, "GET", &h, "/api/v1/plans", Some(&tok), None).await;
+        let defaults: Vec<_> = plans.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["is_default"] == true)
+            .collect();
+        assert_eq!(defaults.len(), 1, "{}", plans.body);
+        let s = call(
+            &e.app,
+            "POST",
+            &h,
+            "/api/v1/subscribers",
+            Some(&tok),
+            Some(json!({"username": "newbie", "password": "pw"})),
+        )
+        .await;
+        assert_eq!(s.status, StatusCode::CREATED, "{}", s.body);
+        assert_eq!(s.body["plan"], "50M");
+        // Beta's default did not move.
+        let bt = owner(&e.app, "beta").await;
+        let r = call(
+            &e.app,
+            "GET",
+            &host("beta"),
+            "/api/v1/settings",
+            Some(&bt),
+            None,
+        )
+        .await;
+        assert_eq!(r.body["default_plan_id"], b["plans"], "{}", r.body);
+        let audit = call(&e.app, "GET", &h, "/api/v1/audit-log", Some(&tok), None).await;
+        assert!(
+            audit.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["action"] == "plan.default" && i["target"] == "50M"),
+            "{}",
+            audit.body
+        );
+    }
+}

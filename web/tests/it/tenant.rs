@@ -449,6 +449,29 @@ async fn direct_nas(o: &saas_core::platform::TenantOps, ip: &str) -> saas_core::
     .unwrap()
 }
 
+/// A plain plan: rates and validity, nothing else.
+fn plan(name: &str, down: i64, up: i64, validity_days: Option<i64>) -> saas_core::model::NewPlan {
+    saas_core::model::NewPlan {
+        name: name.into(),
+        download_kbps: down,
+        upload_kbps: up,
+        burst_download_kbps: None,
+        burst_upload_kbps: None,
+        burst_threshold_kbps: None,
+        burst_time_s: None,
+        quota_bytes: None,
+        fup_download_kbps: None,
+        fup_upload_kbps: None,
+        validity_days,
+        price_cents: 0,
+        ip_pool: None,
+        ipv6_pool: None,
+        delegated_ipv6_pool: None,
+        session_timeout_s: None,
+        sim_use: None,
+    }
+}
+
 async fn add_sub(e: &Env, slug: &str, name: &str) -> String {
     let s = cli(e, slug)
         .await
@@ -504,25 +527,7 @@ async fn bulk_actions_change_each_selected_subscriber_with_an_audit_line() {
     let foreign = add_sub(&e, "beta", "mallory").await;
     let acme = cli(&e, "acme").await;
     let plan = acme
-        .add_plan(&saas_core::model::NewPlan {
-            name: "50M".into(),
-            download_kbps: 51200,
-            upload_kbps: 10240,
-            burst_download_kbps: None,
-            burst_upload_kbps: None,
-            burst_threshold_kbps: None,
-            burst_time_s: None,
-            quota_bytes: None,
-            fup_download_kbps: None,
-            fup_upload_kbps: None,
-            validity_days: Some(7),
-            price_cents: 0,
-            ip_pool: None,
-            ipv6_pool: None,
-            delegated_ipv6_pool: None,
-            session_timeout_s: None,
-            sim_use: None,
-        })
+        .add_plan(&plan("50M", 51200, 10240, Some(7)))
         .await
         .unwrap();
     let mut o = Browser::default();
@@ -1343,4 +1348,67 @@ async fn users_change_role_and_state_and_api_tokens_are_shown_once_then_revoked(
         audit_count(&e, "acme", "api_token.revoke", &tid.to_string()).await,
         1
     );
+}
+
+#[tokio::test]
+async fn settings_choose_the_default_plan_of_new_subscribers() {
+    let e = env().await;
+    provision(&e.platform, "acme").await;
+    provision(&e.platform, "beta").await;
+    let h = host("acme");
+    let acme = cli(&e, "acme").await;
+    let fast = acme
+        .add_plan(&plan("100M", 102400, 20480, None))
+        .await
+        .unwrap();
+    let beta_plan = cli(&e, "beta").await.scope().plans().await.unwrap()[0].id;
+    let mut o = Browser::default();
+    o.login(&e.app, "acme", "owner@acme.example").await;
+    let page = o.get(&e.app, &h, "/settings").await;
+    assert!(
+        page.body.contains("Default plan for new subscribers")
+            && page.body.contains(&format!("value=\"{}\"", fast.id.0)),
+        "{}",
+        page.body
+    );
+    let csrf = page.csrf();
+    let form = |plan: String| {
+        vec![
+            ("_csrf", csrf.clone()),
+            ("name", "Acme".to_owned()),
+            ("timezone", "UTC".to_owned()),
+            ("default_plan", plan),
+        ]
+    };
+    // Beta's plan id is no plan of acme: an error next to the field, nothing saved.
+    let r = o
+        .send(
+            &e.app,
+            "POST",
+            &h,
+            "/settings",
+            Some(serde_urlencoded::to_string(form(beta_plan.0.to_string())).unwrap()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.body.contains("choose one of the plans in the list"));
+    let r = o
+        .send(
+            &e.app,
+            "POST",
+            &h,
+            "/settings",
+            Some(serde_urlencoded::to_string(form(fast.id.0.to_string())).unwrap()),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    add_sub(&e, "acme", "newbie").await;
+    assert_eq!(
+        sub_state(&e, "acme", "newbie").await.unwrap().plan_id,
+        Some(fast.id)
+    );
+    assert_eq!(audit_count(&e, "acme", "plan.default", "100M").await, 1);
+    // Beta's default is untouched.
+    let beta = cli(&e, "beta").await.scope().plans().await.unwrap();
+    assert!(beta.iter().any(|p| p.id == beta_plan && p.is_default));
 }
