@@ -68,6 +68,10 @@ pub struct Claims {
     pub jti: String,
     /// Issued at.
     pub iat: i64,
+    /// Issued at, in milliseconds: a user's cutoff (disabled, new role or password) compares
+    /// with it, so a token refreshed in the same second as the change is not refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<i64>,
     /// Expiry.
     pub exp: i64,
 }
@@ -227,12 +231,26 @@ async fn authenticate(app: &AppState, parts: &Parts) -> Result<Principal, Proble
 }
 
 async fn check_revoked(store: &Store, c: &Claims) -> Result<(), Problem> {
-    if store.platform().access_token_revoked(&c.jti).await? {
+    if store
+        .platform()
+        .access_token_refused(&c.jti, c.sub, c.issued())
+        .await?
+    {
         return Err(Problem::unauthorized(
-            "this token was revoked (signed out); sign in again",
+            "this token was revoked (signed out, or the account's access, role or password changed since it was issued); refresh it or sign in again",
         ));
     }
     Ok(())
+}
+
+impl Claims {
+    /// When the token was issued, as precisely as it says.
+    pub fn issued(&self) -> chrono::DateTime<chrono::Utc> {
+        self.iat_ms
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .or_else(|| chrono::DateTime::from_timestamp(self.iat, 0))
+            .unwrap_or_default()
+    }
 }
 
 async fn api_token(
@@ -421,7 +439,8 @@ pub fn claims(
     fam: Option<Uuid>,
     ttl: Duration,
 ) -> Claims {
-    let now = chrono::Utc::now().timestamp();
+    let at = chrono::Utc::now();
+    let now = at.timestamp();
     Claims {
         sub,
         typ,
@@ -431,6 +450,7 @@ pub fn claims(
         fam,
         jti: Uuid::new_v4().simple().to_string(),
         iat: now,
+        iat_ms: Some(at.timestamp_millis()),
         exp: now + ttl.as_secs() as i64,
     }
 }

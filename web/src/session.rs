@@ -219,7 +219,7 @@ async fn principal(
                 let revoked = api
                     .store()
                     .platform()
-                    .access_token_revoked(&c.jti)
+                    .access_token_refused(&c.jti, c.sub, c.issued())
                     .await
                     .map_err(Problem::from)?;
                 if revoked {

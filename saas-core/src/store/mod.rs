@@ -6,6 +6,7 @@
 
 mod postgres;
 mod revocations;
+pub(crate) use revocations::Cutoff;
 mod sqlite;
 
 use std::net::IpAddr;
@@ -999,13 +1000,27 @@ impl TenantScope {
 
     /// Changes a panel user's role, disabled flag or password; a change that leaves the tenant
     /// without an enabled owner is a conflict. Disabling or a new password signs the user out.
+    /// Disabling, a new password or a new role also refuses the access tokens already issued.
     pub async fn update_user(&self, id: UserId, p: &UserPatch) -> Result<Option<TenantUser>> {
-        dispatch!(self.store, user_update(self.tenant, id, p, now()))
+        let c = Cutoff::now();
+        let r = dispatch!(self.store, user_update(self.tenant, id, p, c))?;
+        Ok(r.map(|(u, cut)| {
+            if cut {
+                self.store.inner.revocations.cut(id.0, c);
+            }
+            u
+        }))
     }
 
-    /// Deletes a panel user (and its logins); the last enabled owner cannot be deleted.
+    /// Deletes a panel user (and its logins, and its access tokens at once); the last enabled
+    /// owner cannot be deleted.
     pub async fn delete_user(&self, id: UserId) -> Result<bool> {
-        dispatch!(self.store, user_delete(self.tenant, id))
+        let c = Cutoff::now();
+        let gone = dispatch!(self.store, user_delete(self.tenant, id, c))?;
+        if gone {
+            self.store.inner.revocations.cut(id.0, c);
+        }
+        Ok(gone)
     }
 
     /// (start, input octets, output octets) of a username's sessions started since `since`.
@@ -1770,19 +1785,26 @@ impl PlatformScope {
         Ok(())
     }
 
-    /// Whether an access token id was revoked: answered from memory, which is reloaded from the
-    /// store at most every second (see `revocations`), not a query per request.
-    pub async fn access_token_revoked(&self, jti: &str) -> Result<bool> {
+    /// Whether an access token was revoked, by its id or by a cutoff of its subject (issued
+    /// at `issued`): answered from memory, which is reloaded from the store at most every
+    /// second (see `revocations`), not a query per request.
+    pub async fn access_token_refused(
+        &self,
+        jti: &str,
+        sub: uuid::Uuid,
+        issued: DateTime<Utc>,
+    ) -> Result<bool> {
         let list = &self.store.inner.revocations;
         if !list.fresh() {
             let _reload = list.reloading().await;
             if !list.fresh() {
                 let now = now();
                 let rows = dispatch!(self.store, jti_live(now))?;
-                list.merge_loaded(rows, now);
+                let cutoffs = dispatch!(self.store, cutoffs_live(now))?;
+                list.merge_loaded(rows, cutoffs, now);
             }
         }
-        Ok(list.contains(jti))
+        Ok(list.contains(jti) || list.cut_off(sub, issued))
     }
 
     /// Forgets revocations of tokens that have expired anyway.

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::ids::*;
 use crate::model::*;
-use crate::store::{Result, StoreError, StoredEvent};
+use crate::store::{Cutoff, Result, StoreError, StoredEvent};
 use chrono::{DateTime, Utc};
 
 fn parse_enum<T: std::str::FromStr<Err = String>>(s: String) -> Result<T> {
@@ -1417,7 +1417,14 @@ impl Db {
 
     pub(super) async fn jti_prune(&self, now: DateTime<Utc>) -> Result<u64> {
         let res = sqlx::query("DELETE FROM token_revocations WHERE expires_at < $1").bind(now).execute(self.app()).await?;
-        Ok(res.rows_affected())
+        let cut = sqlx::query("DELETE FROM token_cutoffs WHERE expires_at < $1").bind(now).execute(self.app()).await?;
+        Ok(res.rows_affected() + cut.rows_affected())
+    }
+
+    /// The per-user cutoffs that can still refuse a live token.
+    pub(super) async fn cutoffs_live(&self, now: DateTime<Utc>) -> Result<Vec<(Uuid, Cutoff)>> {
+        let rows = sqlx::query("SELECT subject, not_before, expires_at FROM token_cutoffs WHERE expires_at > $1").bind(now).fetch_all(self.app()).await?;
+        rows.iter().map(|r| Ok((r.try_get("subject")?, Cutoff { not_before: r.try_get("not_before")?, expires: r.try_get("expires_at")? }))).collect()
     }
 
     pub(super) async fn operator_by_id(&self, id: OperatorId) -> Result<Option<Operator>> {
@@ -1600,6 +1607,14 @@ impl Db {
     }
 
     /// Refuses a change that would leave the tenant without an enabled owner.
+    /// Refuses the user's access tokens issued before the cutoff (upsert: the later one wins).
+    async fn cutoff_in(&self, tx: &mut Transaction<'static, DbKind>, id: UserId, c: Cutoff) -> Result<()> {
+        sqlx::query("INSERT INTO token_cutoffs (subject, not_before, expires_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (subject) DO UPDATE SET not_before = EXCLUDED.not_before, expires_at = EXCLUDED.expires_at")
+            .bind(id.0).bind(c.not_before).bind(c.expires).execute(&mut **tx).await?;
+        Ok(())
+    }
+
     async fn keep_an_owner(&self, tx: &mut Transaction<'static, DbKind>, t: TenantId, id: UserId) -> Result<()> {
         let others: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tenant_users WHERE tenant_id = $1 AND role = 'owner' AND disabled = $2 AND id <> $3")
             .bind(t.0).bind(false).bind(id.0).fetch_one(&mut **tx).await?;
@@ -1611,7 +1626,9 @@ impl Db {
         Ok(())
     }
 
-    pub(super) async fn user_update(&self, t: TenantId, id: UserId, p: &UserPatch, now: DateTime<Utc>) -> Result<Option<TenantUser>> {
+    /// The user and whether its access tokens were cut off (see `token_cutoffs`).
+    pub(super) async fn user_update(&self, t: TenantId, id: UserId, p: &UserPatch, cutoff: Cutoff) -> Result<Option<(TenantUser, bool)>> {
+        let now = cutoff.not_before;
         let mut tx = self.write(t).await?;
         let row = sqlx::query(q(format!("SELECT {USER_COLS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
@@ -1634,12 +1651,17 @@ impl Db {
             sqlx::query("UPDATE refresh_families SET revoked_at = $3, revoke_reason = 'user.update' WHERE tenant_id = $1 AND user_id = $2 AND revoked_at IS NULL")
                 .bind(t.0).bind(id.0).bind(now).execute(&mut *tx).await?;
         }
+        // Those, and a new role, also refuse the access tokens already issued (a refresh gets the new role).
+        let cut = p.disabled == Some(true) || p.password_hash.is_some() || p.role.is_some_and(|r| r != cur.role);
+        if cut {
+            self.cutoff_in(&mut tx, id, cutoff).await?;
+        }
         let row = sqlx::query(q(format!("SELECT {USER_COLS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(user_row(&row)?))
+        Ok(Some((user_row(&row)?, cut)))
     }
 
-    pub(super) async fn user_delete(&self, t: TenantId, id: UserId) -> Result<bool> {
+    pub(super) async fn user_delete(&self, t: TenantId, id: UserId, cutoff: Cutoff) -> Result<bool> {
         let mut tx = self.write(t).await?;
         let row = sqlx::query(q(format!("SELECT {USER_COLS} FROM tenant_users WHERE tenant_id = $1 AND id = $2"))).bind(t.0).bind(id.0).fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
@@ -1660,6 +1682,7 @@ impl Db {
         ] {
             sqlx::query(sql).bind(t.0).bind(id.0).execute(&mut *tx).await?;
         }
+        self.cutoff_in(&mut tx, id, cutoff).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -322,3 +322,122 @@ async fn api_tokens_are_shown_once_scoped_and_revocable() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn a_role_change_disable_or_delete_refuses_tokens_already_issued() {
+    for ts in saas_core::testing::each_backend().await {
+        let e = env(ts).await;
+        provision(&e.platform, "alpha").await;
+        let h = host("alpha");
+        let owner_tok = owner(&e.app, "alpha").await;
+        let (admin_tok, admin_refresh) = login(&e.app, "alpha", "admin@alpha.example").await;
+        let (staff_tok, _) = login(&e.app, "alpha", "staff@alpha.example").await;
+        // A second node has loaded its revocation set and accepts the token.
+        let node2 = other_node(&e).await;
+        let me = |app, tok| async move {
+            call(app, "GET", &host("alpha"), "/api/v1/me", Some(tok), None)
+                .await
+                .status
+        };
+        assert_eq!(me(&node2, &admin_tok).await, StatusCode::OK);
+        let users = call(&e.app, "GET", &h, "/api/v1/users", Some(&owner_tok), None).await;
+        let id_of = |email: &str| {
+            users.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["email"] == email)
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        let (admin, staff) = (id_of("admin@alpha.example"), id_of("staff@alpha.example"));
+        // Demoted to viewer: the admin token is refused here at once, on the other node
+        // within its reload interval; a refresh carries the new role.
+        let r = call(
+            &e.app,
+            "PATCH",
+            &h,
+            &format!("/api/v1/users/{admin}"),
+            Some(&owner_tok),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = call(&e.app, "GET", &h, "/api/v1/me", Some(&admin_tok), None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        assert!(r.body["detail"].as_str().unwrap().contains("role"));
+        let mut refused = false;
+        for _ in 0..40 {
+            if me(&node2, &admin_tok).await == StatusCode::UNAUTHORIZED {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(
+            refused,
+            "the other node still accepts the demoted token ({})",
+            e.ts.backend
+        );
+        let r = call(
+            &e.app,
+            "POST",
+            &h,
+            "/api/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": admin_refresh})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let viewer_tok = r.body["access_token"].as_str().unwrap().to_owned();
+        let r = call(&e.app, "GET", &h, "/api/v1/me", Some(&viewer_tok), None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "the refreshed token is not cut off: {}",
+            r.body
+        );
+        assert_eq!(r.body["user"]["role"], "viewer");
+        let r = call(
+            &e.app,
+            "POST",
+            &h,
+            "/api/v1/plans",
+            Some(&viewer_tok),
+            Some(json!({"name": "x", "download_kbps": 1, "upload_kbps": 1, "price_cents": 0})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+        // Disabled: even the fresh token goes.
+        let r = call(
+            &e.app,
+            "PATCH",
+            &h,
+            &format!("/api/v1/users/{admin}"),
+            Some(&owner_tok),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(me(&e.app, &viewer_tok).await, StatusCode::UNAUTHORIZED);
+        // Deleted: the staff token goes; a restart (the store) still refuses it.
+        assert_eq!(me(&e.app, &staff_tok).await, StatusCode::OK);
+        let r = call(
+            &e.app,
+            "DELETE",
+            &h,
+            &format!("/api/v1/users/{staff}"),
+            Some(&owner_tok),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(me(&e.app, &staff_tok).await, StatusCode::UNAUTHORIZED);
+        let node3 = other_node(&e).await;
+        assert_eq!(me(&node3, &staff_tok).await, StatusCode::UNAUTHORIZED);
+        // The owner was never touched.
+        assert_eq!(me(&e.app, &owner_tok).await, StatusCode::OK);
+    }
+}

@@ -63,8 +63,24 @@ pub async fn env(ts: TestStore) -> Env {
 
 /// A fresh app over the same store (a process restart as far as the API is concerned).
 pub async fn restart(e: &Env) -> Router {
-    let bus = Bus::start(e.ts.store.clone(), None).await.expect("bus");
-    let platform = Platform::new(e.ts.store.clone(), bus, HashCost::cheap(), "10.200.0.0/24");
+    app_over(e, e.ts.store.clone()).await
+}
+
+/// Another node: a new app over its own connection to the same database (so its own
+/// in-memory sets too).
+pub async fn other_node(e: &Env) -> Router {
+    let store = saas_core::Store::connect(
+        &e.ts.options,
+        saas_core::crypto::SecretBox::new(e.ts.key.clone(), vec![]),
+    )
+    .await
+    .expect("second store handle");
+    app_over(e, store).await
+}
+
+async fn app_over(e: &Env, store: saas_core::Store) -> Router {
+    let bus = Bus::start(store.clone(), None).await.expect("bus");
+    let platform = Platform::new(store, bus, HashCost::cheap(), "10.200.0.0/24");
     let state = AppState::new(platform, Arc::new(MemoryCache::default()), config(&e.ts))
         .await
         .expect("api state");
