@@ -17,6 +17,8 @@ use crate::{Fatal, admin, demo, dns_role, ports, radius_role, relay_role};
 
 /// How long bus events are kept.
 const EVENT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long the hourly traffic behind the dashboard's 24-h charts is kept.
+const USAGE_HOURLY_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
 
 pub async fn run(cli: &Cli, args: &ServeArgs) -> Result<(), Fatal> {
     let mut flags = FlagOverrides::new();
@@ -443,6 +445,15 @@ async fn workers(
             }
             if let Err(e) = p.bus().prune(EVENT_RETENTION).await {
                 tracing::warn!(error = %e, "pruning old events failed");
+            }
+            let platform = p.store().platform();
+            if let Err(e) = platform.prune_revocations().await {
+                tracing::warn!(error = %e, "pruning expired token revocations failed");
+            }
+            let before = chrono::Utc::now()
+                - chrono::Duration::from_std(USAGE_HOURLY_RETENTION).unwrap_or_default();
+            if let Err(e) = platform.prune_usage_hourly(before).await {
+                tracing::warn!(error = %e, "pruning old hourly traffic failed");
             }
         }
         n += 1;

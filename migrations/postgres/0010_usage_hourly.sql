@@ -59,3 +59,14 @@ CREATE TRIGGER radius_sessions_usage_hourly_ins
 CREATE TRIGGER radius_sessions_usage_hourly_upd
     AFTER UPDATE ON radius_sessions REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION usage_hourly_updated();
+
+-- Retention: the platform's housekeeping drops hours older than it keeps, for every tenant at
+-- once. Only this function may (it runs as the owner and deletes old hours and nothing else);
+-- the application role stays held to one tenant by the policy above.
+CREATE FUNCTION usage_hourly_prune(before timestamptz) RETURNS bigint
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    WITH gone AS (DELETE FROM usage_hourly WHERE hour < before RETURNING 1)
+    SELECT count(*) FROM gone
+$$;
+REVOKE ALL ON FUNCTION usage_hourly_prune(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION usage_hourly_prune(timestamptz) TO proxpanel_app;

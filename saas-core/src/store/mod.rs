@@ -1812,6 +1812,11 @@ impl PlatformScope {
         dispatch!(self.store, jti_prune(now()))
     }
 
+    /// Drops the hourly traffic (dashboard charts) of every tenant older than `before`.
+    pub async fn prune_usage_hourly(&self, before: DateTime<Utc>) -> Result<u64> {
+        dispatch!(self.store, usage_hourly_prune(before))
+    }
+
     /// Appends an event; returns its position.
     pub async fn append_event(
         &self,

@@ -157,6 +157,19 @@ impl Db {
 }
 
 impl Db {
+    /// Drops every tenant's hourly traffic older than `before` (through the owner's function:
+    /// row-level security keeps the application role to one tenant).
+    pub(super) async fn usage_hourly_prune(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT usage_hourly_prune($1)")
+            .bind(before)
+            .fetch_one(self.app())
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// A run of accounting records with distinct sessions, in one statement whatever its size:
     /// every Start in one INSERT (skipping one already stored, as a late retransmit would be),
     /// every Interim/Stop in one UPDATE of the open sessions. What the UPDATE found no open

@@ -89,6 +89,18 @@ impl Db {
 }
 
 impl Db {
+    /// Drops every tenant's hourly traffic older than `before`.
+    pub(super) async fn usage_hourly_prune(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let res = sqlx::query("DELETE FROM usage_hourly WHERE hour < $1")
+            .bind(before)
+            .execute(self.app())
+            .await?;
+        Ok(res.rows_affected())
+    }
+
     /// A run of accounting records with distinct sessions. SQLite is in-process: a statement
     /// costs no round trip, so records go one by one.
     async fn acct_run(

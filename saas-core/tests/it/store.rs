@@ -1381,3 +1381,71 @@ async fn operator_console_reads_relays_peers_polling_and_zone_changes() {
         ts.store.close().await;
     }
 }
+
+#[tokio::test]
+async fn hourly_traffic_sums_each_rise_once_and_old_hours_are_pruned_for_every_tenant() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "hourlya").await;
+        let b = tenant(&ts, "hourlyb").await;
+        let na = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
+        let nb = b.create_nas(&new_nas("n", None, "s")).await.unwrap();
+        let now = saas_core::store::now();
+        let old = now - chrono::Duration::hours(30);
+        let later = old + chrono::Duration::minutes(1);
+        // Two sessions of dave through the batch statement, then interims in one batch.
+        a.record_accounting(&[
+            acct(AcctKind::Start, na.id, "A1", 0, 0, 0, old),
+            acct(AcctKind::Start, na.id, "A2", 0, 0, 0, old),
+        ])
+        .await
+        .unwrap();
+        a.record_accounting(&[
+            acct(AcctKind::Interim, na.id, "A1", 60, 100, 200, later),
+            acct(AcctKind::Interim, na.id, "A2", 60, 1000, 2000, later),
+        ])
+        .await
+        .unwrap();
+        // One more rise an hour-plus later, then its retransmit (no rise, nothing added).
+        let recent = now - chrono::Duration::minutes(1);
+        for _ in 0..2 {
+            a.record_accounting(&[acct(AcctKind::Interim, na.id, "A1", 99, 150, 300, recent)])
+                .await
+                .unwrap();
+        }
+        b.record_accounting(&[
+            acct(AcctKind::Start, nb.id, "B1", 0, 0, 0, old),
+            acct(AcctKind::Interim, nb.id, "B2", 60, 7, 7, later),
+        ])
+        .await
+        .unwrap();
+        let since = now - chrono::Duration::hours(48);
+        let rows = |v: Vec<saas_core::store::HourlyUsage>| {
+            v.into_iter()
+                .map(|h| (h.username, h.input_octets, h.output_octets))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            rows(a.usage_hourly(since).await.unwrap()),
+            vec![("dave".into(), 1100, 2200), ("dave".into(), 50, 100)],
+            "{}",
+            ts.backend
+        );
+        assert_eq!(
+            rows(b.usage_hourly(since).await.unwrap()),
+            vec![("dave".into(), 7, 7)]
+        );
+        // Pruning before a day ago drops both tenants' old hour and keeps the recent one.
+        let gone = ts
+            .store
+            .platform()
+            .prune_usage_hourly(now - chrono::Duration::hours(24))
+            .await
+            .unwrap();
+        assert_eq!(gone, 2, "{}", ts.backend);
+        assert_eq!(
+            rows(a.usage_hourly(since).await.unwrap()),
+            vec![("dave".into(), 50, 100)]
+        );
+        assert!(b.usage_hourly(since).await.unwrap().is_empty());
+    }
+}
