@@ -7,6 +7,13 @@
 //! while different sessions commit concurrently (PostgreSQL flushes concurrent commits together).
 //! While a shard spools, nothing of that shard reaches the store before its spool is replayed.
 //!
+//! The shards do not commit on their own: each hands its batch to the combiner, which writes
+//! every batch that is ready (from all shards) in one transaction per tenant. At low concurrency
+//! a few outstanding records would otherwise be split into one tiny commit per shard, and a
+//! commit (its WAL flush, BEGIN/COMMIT round trips) costs the database far more than a record;
+//! while the combiner commits, the shards fill their next batches (group commit). A shard has at
+//! most one batch at the combiner, so a session's records still reach the store in order.
+//!
 //! Replay is exactly-once because applying a record is idempotent: a session row takes the id
 //! of the record that opened it, counters only move up, and Accounting-On/Off only closes sessions
 //! that started before it.
@@ -24,7 +31,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::ids::{NasId, TenantId};
 use crate::model::AcctRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{AcctLane, Store, StoreError};
 
 /// One accounting operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +88,8 @@ pub const SHARDS: usize = 4;
 pub struct AcctWriter {
     shards: Arc<[mpsc::Sender<Job>]>,
     spooled: Arc<[AtomicU64]>,
+    /// Jobs submitted and not yet handed to the combiner (or spooled).
+    queued: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AcctWriter {
@@ -94,6 +103,72 @@ impl std::fmt::Debug for AcctWriter {
 
 /// Most operations committed in one batch.
 const BATCH: usize = 512;
+
+/// Combined commits running at once. One: the next combined batch fills while the current one
+/// commits, which at every measured concurrency beat two smaller commits side by side (see
+/// infra/bench/radius.sh).
+const LANES: usize = 1;
+
+/// How many times the combiner yields, after taking the batches that are ready, for shards that
+/// still hold queued records to hand theirs over too (a shard task woken by the last commit may
+/// not have run yet). A yield costs microseconds; a commit split in two costs a WAL flush.
+const GATHER_YIELDS: usize = 4;
+
+/// A shard's batch at the combiner, and where the outcome goes.
+struct Handover {
+    entries: Vec<Entry>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Writes the shards' batches together (see the module documentation).
+struct Combiner {
+    store: Store,
+    /// Taken around every store write when the backend allows one writer at a time.
+    gate: Option<Arc<Mutex<()>>>,
+    rx: Arc<Mutex<mpsc::Receiver<Handover>>>,
+    /// Jobs submitted to a shard and not yet handed to the combiner.
+    queued: Arc<AtomicU64>,
+}
+
+impl Combiner {
+    async fn run(self) {
+        let mut lane = AcctLane::default();
+        loop {
+            let mut got = Vec::new();
+            {
+                let mut rx = self.rx.lock().await;
+                match rx.recv().await {
+                    Some(h) => got.push(h),
+                    None => return,
+                }
+                let mut yields = 0;
+                loop {
+                    while let Ok(h) = rx.try_recv() {
+                        got.push(h);
+                    }
+                    if yields == GATHER_YIELDS || self.queued.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+            let entries: Vec<Entry> = got.iter().flat_map(|h| h.entries.iter().cloned()).collect();
+            let result = {
+                let _turn = match &self.gate {
+                    Some(g) => Some(g.lock().await),
+                    None => None,
+                };
+                apply(&self.store, &mut lane, &entries)
+                    .await
+                    .map_err(|e| e.to_string())
+            };
+            for h in got {
+                let _ = h.done.send(result.clone());
+            }
+        }
+    }
+}
 
 /// The spool file of shard `i`: shard 0 uses `spool` itself (so a spool left by an unsharded
 /// writer is found), shard `i > 0` uses `<stem>-<i>.<ext>` in the same directory
@@ -154,6 +229,8 @@ impl AcctWriter {
             rxs.push(rx);
         }
         let counts = spooled.clone();
+        let queued = Arc::new(AtomicU64::new(0));
+        let in_queue = queued.clone();
         tokio::spawn(async move {
             // Before any shard runs (submissions wait in the queues): a record left in the wrong
             // shard's spool (one written by the unsharded writer) moves to its own shard's, so
@@ -173,6 +250,19 @@ impl AcctWriter {
             // SQLite has one writer at a time: the shards take turns at committing rather than
             // wait in SQLite's busy handler (which sleeps in steps of milliseconds).
             let gate = (store.backend_name() == "sqlite").then(|| Arc::new(Mutex::new(())));
+            let (combine, combined) = mpsc::channel(SHARDS);
+            let combined = Arc::new(Mutex::new(combined));
+            for _ in 0..LANES {
+                tokio::spawn(
+                    Combiner {
+                        store: store.clone(),
+                        gate: gate.clone(),
+                        rx: combined.clone(),
+                        queued: in_queue.clone(),
+                    }
+                    .run(),
+                );
+            }
             for (i, (rx, path)) in rxs.into_iter().zip(paths).enumerate() {
                 let shard = Shard {
                     store: store.clone(),
@@ -180,6 +270,8 @@ impl AcctWriter {
                     counts: counts.clone(),
                     index: i,
                     gate: gate.clone(),
+                    combine: combine.clone(),
+                    queued: in_queue.clone(),
                 };
                 tokio::spawn(shard.run(rx));
             }
@@ -187,6 +279,7 @@ impl AcctWriter {
         Self {
             shards: txs.into(),
             spooled,
+            queued,
         }
     }
 
@@ -198,13 +291,19 @@ impl AcctWriter {
     ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
         let (done, wait) = oneshot::channel();
         let tx = self.shards.get(shard).ok_or(WriteError::Stopped)?;
-        tx.send(Job {
-            entry,
-            barrier,
-            done,
-        })
-        .await
-        .map_err(|_| WriteError::Stopped)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if tx
+            .send(Job {
+                entry,
+                barrier,
+                done,
+            })
+            .await
+            .is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(WriteError::Stopped);
+        }
         Ok(wait)
     }
 
@@ -241,7 +340,7 @@ impl AcctWriter {
     }
 }
 
-async fn apply(store: &Store, entries: &[Entry]) -> Result<(), StoreError> {
+async fn apply(store: &Store, lane: &mut AcctLane, entries: &[Entry]) -> Result<(), StoreError> {
     // Tenants are independent (a session and a NAS belong to one tenant): one pass per tenant,
     // in order within it, so a batch costs one transaction per tenant and per CloseNas.
     let mut order: Vec<TenantId> = Vec::new();
@@ -275,7 +374,7 @@ async fn apply(store: &Store, entries: &[Entry]) -> Result<(), StoreError> {
                         recs.push(r.clone());
                         i += 1;
                     }
-                    store.tenant(tenant).record_accounting(&recs).await?;
+                    store.record_accounting_in(lane, tenant, &recs).await?;
                 }
             }
         }
@@ -387,8 +486,11 @@ fn read_spool(path: &Path) -> std::io::Result<Vec<Entry>> {
 /// Replays the whole spool; on success removes it.
 async fn replay(store: &Store, path: &Path) -> Result<usize, String> {
     let entries = read_spool(path).map_err(|e| e.to_string())?;
+    let mut lane = AcctLane::default();
     for chunk in entries.chunks(BATCH) {
-        apply(store, chunk).await.map_err(|e| e.to_string())?;
+        apply(store, &mut lane, chunk)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     std::fs::remove_file(path)
         .or_else(|e| {
@@ -410,15 +512,25 @@ struct Shard {
     index: usize,
     /// Taken around every store write when the backend allows one writer at a time.
     gate: Option<Arc<Mutex<()>>>,
+    /// The combiner, which commits this shard's batches together with the other shards'.
+    combine: mpsc::Sender<Handover>,
+    /// Jobs submitted and not yet handed to the combiner (shared by all shards).
+    queued: Arc<AtomicU64>,
 }
 
 impl Shard {
-    async fn apply(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let _turn = match &self.gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        };
-        apply(&self.store, entries).await
+    /// Commits `entries` through the combiner.
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.combine
+            .send(Handover { entries, done })
+            .await
+            .map_err(|_| "accounting combiner stopped".to_string())?;
+        wait.await
+            .map_err(|_| "accounting combiner stopped".to_string())?
     }
 
     async fn replay(&self) -> Result<usize, String> {
@@ -459,6 +571,8 @@ impl Shard {
                     Err(_) => break,
                 }
             }
+            // Taken off the queue: the combiner need not wait for these.
+            self.queued.fetch_sub(jobs.len() as u64, Ordering::AcqRel);
             if spooling {
                 match self.replay().await {
                     Ok(n) => {
@@ -494,11 +608,11 @@ impl Shard {
                     .filter(|j| !j.barrier)
                     .map(|j| j.entry.clone())
                     .collect();
-                match self.apply(&records).await {
+                match self.apply(records).await {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         tracing::error!(error = %e, shard, spool = %spool.display(), "store write failed; accounting goes to the local spool until the store is back");
-                        let r = spool_or_fail(spool, &all, spooled, e.to_string());
+                        let r = spool_or_fail(spool, &all, spooled, e);
                         spooling = r.is_ok();
                         r
                     }
