@@ -25,6 +25,8 @@ use crate::Fatal;
 /// restarted relay dials the endpoints it finds), byte counters at most every BYTES_EVERY.
 const STATUS_EVERY: Duration = Duration::from_secs(2);
 const BYTES_EVERY: Duration = Duration::from_secs(30);
+/// How often this node's heartbeat and counters are written for the operator console.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// A handshake older than this means the tunnel is down (WireGuard rekeys every 2 minutes).
 const UP_WITHIN: Duration = Duration::from_secs(180);
 
@@ -435,8 +437,37 @@ pub async fn start(
         c.relay_node.clone(),
         stop.clone(),
     ));
+    tasks.spawn(report_stats(
+        ctx.store.clone(),
+        relay.clone(),
+        c.relay_node.clone(),
+        stop.clone(),
+    ));
     tasks.spawn(persist_status(ctx.store.clone(), relay.clone(), stop));
     Ok(relay)
+}
+
+/// Heartbeat of this node with its counters (peers, handshakes, drops by stage), which the
+/// operator console of any node shows; the first one at start.
+async fn report_stats(
+    store: Store,
+    relay: RelayHandle,
+    node: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let stats = relay.relay().metrics().stats();
+        match store.platform().report_relay_stats(&node, &stats).await {
+            Ok(true) => {}
+            Ok(false) => tracing::debug!(%node, "relay node not registered; stats not reported"),
+            Err(e) => tracing::debug!(error = %e, "could not report relay stats"),
+        }
+    }
 }
 
 /// Applies peer and tenant changes without a restart; other peers are left alone.

@@ -28,6 +28,18 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in admission order.
+    pub const ALL: [Stage; 8] = [
+        Stage::Cookie,
+        Stage::SourceBudget,
+        Stage::Invalid,
+        Stage::UnknownKey,
+        Stage::TenantDrained,
+        Stage::TenantBudget,
+        Stage::Replay,
+        Stage::NoIndex,
+    ];
+
     /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -84,6 +96,21 @@ pub struct RelayMetrics {
 }
 
 impl RelayMetrics {
+    /// The counters a node reports with its heartbeat (what the operator console shows).
+    pub fn stats(&self) -> saas_core::model::RelayStats {
+        let drops = Stage::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), self.rejected(*s)))
+            .collect();
+        saas_core::model::RelayStats {
+            peers_configured: self.peers_configured.get(),
+            peers_connected: self.peers_connected.get(),
+            handshakes_ok: self.handshakes_ok.get(),
+            cookies_sent: self.cookies_sent.get(),
+            drops,
+        }
+    }
+
     /// Registers every family into `registry` (give it a `relay` sub-registry).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
@@ -157,5 +184,26 @@ impl RelayMetrics {
                 reason: reason.as_str().into(),
             })
             .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_carry_every_stage() {
+        let m = RelayMetrics::default();
+        m.reject(Stage::UnknownKey);
+        m.reject(Stage::UnknownKey);
+        m.reject(Stage::Replay);
+        m.handshakes_ok.inc();
+        m.peers_configured.set(3);
+        let s = m.stats();
+        assert_eq!(s.drops.len(), Stage::ALL.len());
+        assert_eq!(s.drops["unknown_key"], 2);
+        assert_eq!(s.drops["replay"], 1);
+        assert_eq!(s.drops["source_budget"], 0);
+        assert_eq!((s.handshakes_ok, s.peers_configured), (1, 3));
     }
 }

@@ -733,6 +733,41 @@ pub struct RelayNode {
     pub endpoint: Option<String>,
     /// Last heartbeat.
     pub last_seen: Option<DateTime<Utc>>,
+    /// What the node last reported with its heartbeat (none before its first report).
+    pub stats: Option<RelayStats>,
+}
+
+/// One WireGuard peer as the operator's relay page shows it (no keys).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RelayPeerStatus {
+    /// Tenant subdomain.
+    pub tenant: String,
+    /// NAS name.
+    pub nas: String,
+    /// Router's tunnel address.
+    pub tunnel_address: String,
+    /// Relay node holding it.
+    pub relay_node: Option<String>,
+    /// Router address last seen.
+    pub endpoint: Option<String>,
+    /// Newest handshake.
+    pub last_handshake: Option<DateTime<Utc>>,
+}
+
+/// A relay node's own counters (its in-process metrics since it started), reported with its
+/// heartbeat so every node's operator console can show every relay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RelayStats {
+    /// Peers in the node's table.
+    pub peers_configured: i64,
+    /// Peers with a live tunnel.
+    pub peers_connected: i64,
+    /// Handshake initiations answered.
+    pub handshakes_ok: u64,
+    /// Cookie replies sent under load.
+    pub cookies_sent: u64,
+    /// Handshake initiations refused, by admission stage (`source_budget`, `unknown_key`, ...).
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 /// A peer lookup result for the relay: who a public key belongs to.

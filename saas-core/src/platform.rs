@@ -9,7 +9,7 @@ use crate::bus::{Bus, BusError, kinds};
 use crate::crypto::{self, CryptoError, HashCost};
 use crate::ids::*;
 use crate::model::*;
-use crate::store::{Page, Store, StoreError, SubscriberQuery, TenantScope};
+use crate::store::{AuditLine, Page, Store, StoreError, SubscriberQuery, TenantScope};
 
 /// Errors of the domain services.
 #[derive(Debug, thiserror::Error)]
@@ -456,6 +456,10 @@ impl Platform {
         {
             return Err(PlatformError::Invalid("limits cannot be negative".into()));
         }
+        // Checked before anything changes, so a bad interval leaves the other fields alone too.
+        if let Some(Some(q)) = change.quota_sync_s {
+            crate::store::check_quota_sync(q)?;
+        }
         let mut t = scope
             .update_tenant(change.name.as_deref(), change.timezone.as_deref(), limits)
             .await?;
@@ -774,7 +778,16 @@ impl TenantOps {
         patch: &SubscriberPatch,
     ) -> Result<Subscriber> {
         let s = self.subscriber(username).await?;
-        let s = self.scope.update_subscriber(s.id, patch).await?;
+        self.update_found_subscriber(&s, patch).await
+    }
+
+    /// As [`Self::update_subscriber`] for a subscriber the caller has read already (the API
+    /// found it by id), without looking it up again.
+    pub async fn update_found_subscriber(
+        &self,
+        s: &Subscriber,
+        patch: &SubscriberPatch,
+    ) -> Result<Subscriber> {
         let fields: Vec<&str> = [
             ("password", patch.password.is_some()),
             ("status", patch.status.is_some()),
@@ -792,7 +805,17 @@ impl TenantOps {
         .filter_map(|(n, set)| set.then_some(n))
         .collect();
         let details = json!({ "fields": fields }).to_string();
-        self.audit_line("subscriber.update", Some(&s.username), Some(&details))
+        // The change and its audit line commit together.
+        let audit = AuditLine {
+            actor: &self.actor.0,
+            action: "subscriber.update",
+            target: Some(&s.username),
+            details: Some(&details),
+            client_ip: self.client_ip.as_deref(),
+        };
+        let s = self
+            .scope
+            .update_subscriber_audited(s.id, patch, Some(&audit))
             .await?;
         self.bus
             .publish(

@@ -346,6 +346,9 @@ pub struct PatchTenant {
     pub name: Option<String>,
     /// Limits.
     pub limits: Option<TenantLimits>,
+    /// QuotaSync interval in seconds (10–3600); `null` returns to the platform default.
+    #[serde(default, deserialize_with = "crate::tenant::double")]
+    pub quota_sync_s: Option<Option<u32>>,
 }
 
 #[utoipa::path(patch, path = "/api/v1/operator/tenants/{slug}", tag = "operator", request_body = PatchTenant,
@@ -366,6 +369,7 @@ async fn patch_tenant(
         name: p.name,
         max_subscribers: p.limits.map(|l| l.max_subscribers),
         max_nas: p.limits.map(|l| l.max_nas),
+        quota_sync_s: p.quota_sync_s,
         ..Default::default()
     };
     let t = platform(&s, ip)

@@ -206,7 +206,7 @@ pub async fn perform(
 
 /// Mails the owner a single-use verification link. A failure is logged (never the link) and
 /// does not undo the signup.
-async fn send_verification(s: &AppState, t: &Tenant, email: &Email) {
+pub(crate) async fn send_verification(s: &AppState, t: &Tenant, email: &Email) {
     let scope = s.store().tenant(t.id);
     let user = match scope.user_by_email(email).await {
         Ok(Some((u, _))) => u,

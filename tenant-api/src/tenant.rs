@@ -36,6 +36,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(guarded)
         .route("/api/v1/auth/logout", post(logout))
         .route("/api/v1/me", get(me))
+        .route("/api/v1/me/verify-email", post(resend_verification))
         .route("/api/v1/settings", get(settings).patch(patch_settings))
         .route("/api/v1/users", get(users).post(create_user))
         .route(
@@ -93,7 +94,7 @@ fn page<T>(items: Vec<T>) -> Page<T> {
 }
 
 /// `Some(None)` for an explicit null, `Some(Some(v))` for a value, `None` when absent.
-fn double<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn double<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -340,6 +341,71 @@ async fn me(State(s): State<AppState>, t: TenantHost, a: Auth<CanRead>) -> ApiRe
         },
         tenant: (*t.0).clone(),
     }))
+}
+
+/// Answer of `POST /api/v1/me/verify-email`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerificationSent {
+    /// The address the new link went to.
+    pub to: String,
+}
+
+/// Most verification mails one user can ask for in an hour.
+const RESENDS_PER_HOUR: i64 = 5;
+
+#[utoipa::path(post, path = "/api/v1/me/verify-email", tag = "account",
+    responses((status = 202, description = "A new verification link was mailed", body = VerificationSent),
+              (status = 409, description = "The address is verified already", body = crate::problem::ProblemDocument),
+              (status = 429, description = "Too many links asked for this hour", body = crate::problem::ProblemDocument)))]
+async fn resend_verification(
+    State(s): State<AppState>,
+    t: TenantHost,
+    a: Auth<CanRead>,
+) -> ApiResult<(StatusCode, Json<VerificationSent>)> {
+    let auth::PrincipalKind::User(id) = a.kind else {
+        return Err(Problem::bad_request(
+            "only a signed-in user can verify their own e-mail address",
+        ));
+    };
+    let user = s
+        .store()
+        .tenant(t.0.id)
+        .user(id)
+        .await?
+        .ok_or_else(|| Problem::unauthorized("this account no longer exists; sign in again"))?;
+    if user.email_verified {
+        return Err(Problem::conflict(format!(
+            "{} is verified already",
+            user.email.as_str()
+        )));
+    }
+    // Counted per user, so a mailbox cannot be flooded from many addresses.
+    let key = format!("pp:verify-mail:{}", id.0);
+    match s
+        .cache()
+        .incr(&key, std::time::Duration::from_secs(3600))
+        .await
+    {
+        Ok(n) if n > RESENDS_PER_HOUR => {
+            return Err(Problem::too_many(
+                format!(
+                    "{RESENDS_PER_HOUR} verification links were sent this hour; use the newest one or try later"
+                ),
+                3600,
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cache unavailable; verification mail not rate-limited")
+        }
+    }
+    crate::signup::send_verification(&s, &t.0, &user.email).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(VerificationSent {
+            to: user.email.as_str().to_owned(),
+        }),
+    ))
 }
 
 /// Tenant settings.
@@ -803,7 +869,7 @@ async fn patch_subscriber(
         sim_use: p.sim_use,
     };
     let sub = ops(&s, &t, &a, ip)
-        .update_subscriber(&sub.username, &patch)
+        .update_found_subscriber(&sub, &patch)
         .await?;
     Ok(Json(sub))
 }
@@ -1756,6 +1822,7 @@ pub const ENDPOINTS: &[(&str, &str, crate::roles::Perm)] = {
     use crate::roles::Perm::*;
     &[
         ("GET", "/api/v1/me", Read),
+        ("POST", "/api/v1/me/verify-email", Read),
         ("GET", "/api/v1/settings", Read),
         ("PATCH", "/api/v1/settings", Settings),
         ("GET", "/api/v1/users", Users),
@@ -1783,6 +1850,7 @@ pub const ENDPOINTS: &[(&str, &str, crate::roles::Perm)] = {
     refresh,
     logout,
     me,
+    resend_verification,
     settings,
     patch_settings,
     users,

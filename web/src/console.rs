@@ -1,5 +1,8 @@
 //! The operator console on `operator.<base>`: sign-in with TOTP (enrolment with a QR code at
-//! the first sign-in), tenants with create, suspend, resume and delete.
+//! the first sign-in), tenants with create, suspend, resume, delete, limits and a detail page;
+//! relays, DNS records and platform health in [`ops`].
+
+mod ops;
 
 use std::time::Duration;
 
@@ -13,8 +16,10 @@ use axum::routing::{get, post};
 use chrono::{Duration as ChronoDuration, Utc};
 use saas_core::crypto::{base32_encode, totp};
 use saas_core::ids::{Email, Slug};
+use saas_core::model::Role;
 use saas_core::model::{TenantLimits, TenantStatus};
-use saas_core::platform::{MIN_PASSWORD_LEN, ProvisionRequest};
+use saas_core::platform::{MIN_PASSWORD_LEN, ProvisionRequest, TenantChange};
+use saas_core::store::{QUOTA_SYNC_MAX_S, QUOTA_SYNC_MIN_S};
 use serde::Deserialize;
 use tenant_api::host::ClientIp;
 use tenant_api::limit;
@@ -38,18 +43,20 @@ pub fn router(ws: &WebState) -> Router<WebState> {
             (ws.api().clone(), "operator-login"),
             limit::guard,
         ));
-    Router::new()
+    let r = Router::new()
         .merge(guarded)
         .route("/logout", post(logout))
         .route("/", get(tenants).post(create_tenant))
         .route("/tenants/new", get(new_tenant))
-        .route("/platform", get(platform))
+        .route("/tenants/{slug}", get(tenant_detail))
+        .route("/tenants/{slug}/limits", get(limits_form).post(save_limits))
         .route("/tenants/{slug}/status", post(set_status))
         .route("/tenants/{slug}/act-as", post(act_as))
         .route(
             "/tenants/{slug}/delete",
             get(confirm_delete).post(delete_tenant),
-        )
+        );
+    ops::routes(r)
 }
 
 fn layout(v: &Visit, title: impl Into<String>) -> Layout {
@@ -63,8 +70,18 @@ fn layout(v: &Visit, title: impl Into<String>) -> Layout {
                 current: false,
             },
             Nav {
+                href: "/relays",
+                label: "Relays",
+                current: false,
+            },
+            Nav {
+                href: "/dns",
+                label: "DNS",
+                current: false,
+            },
+            Nav {
                 href: "/platform",
-                label: "Relays, DNS, health",
+                label: "Health",
                 current: false,
             },
         ];
@@ -471,21 +488,8 @@ async fn create_tenant(
             format!("must be at least {MIN_PASSWORD_LEN} characters"),
         );
     }
-    let limit = |e: &mut Errors, field: &str, s: &str| -> Option<i64> {
-        let s = s.trim();
-        if s.is_empty() {
-            return None;
-        }
-        match s.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n),
-            _ => {
-                e.add(field, "enter a whole number, 0 or more");
-                None
-            }
-        }
-    };
-    let ms = limit(&mut e, "max_subscribers", &f.max_subscribers);
-    let mn = limit(&mut e, "max_nas", &f.max_nas);
+    let ms = whole(&mut e, "max_subscribers", &f.max_subscribers);
+    let mn = whole(&mut e, "max_nas", &f.max_nas);
     let mut top = None;
     if let (Some(slug), Some(email), true) = (slug, email, e.is_empty()) {
         let limits = (ms.is_some() || mn.is_some()).then(|| {
@@ -525,9 +529,26 @@ async fn create_tenant(
     ))
 }
 
+/// A whole number of 0 or more from a form field; empty is none.
+fn whole(e: &mut Errors, field: &str, s: &str) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    match s.parse::<i64>() {
+        Ok(n) if n >= 0 => Some(n),
+        _ => {
+            e.add(field, "enter a whole number, 0 or more");
+            None
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct StatusForm {
     status: String,
+    /// `detail`: come back to the tenant's page rather than the list.
+    back: Option<String>,
 }
 
 async fn change_status(
@@ -560,6 +581,9 @@ async fn set_status(
         _ => return Err(Problem::bad_request("status must be suspended or active").into()),
     };
     change_status(&ws, ip, &a, &slug, status).await?;
+    if f.back.as_deref() == Some("detail") {
+        return Ok(see_other(&format!("/tenants/{slug}?done={}", f.status)));
+    }
     Ok(see_other(&format!("/?done={}", f.status)))
 }
 
@@ -636,105 +660,6 @@ async fn act_as(
     }))
 }
 
-#[derive(Template)]
-#[template(path = "op_platform.html")]
-struct PlatformPage {
-    l: Layout,
-    counts: Vec<(String, String)>,
-    relays: Vec<[String; 3]>,
-    peers: Vec<[String; 5]>,
-    dns: Vec<[String; 4]>,
-}
-
-/// Relay status (peers and handshakes per node, each peer's endpoint), DNS records and the
-/// platform's counts.
-async fn platform(State(ws): State<WebState>, v: Visit, _a: Signed<CanPlatform>) -> WebResult {
-    let api = ws.api();
-    let tenants = api.platform().tenants().await?;
-    let slug_of = |id: saas_core::ids::TenantId| {
-        tenants
-            .iter()
-            .find(|t| t.tenant.id == id)
-            .map(|t| t.tenant.slug.as_str().to_owned())
-            .unwrap_or_else(|| "—".into())
-    };
-    let mut counts: Vec<(String, String)> = TenantStatus::ALL
-        .iter()
-        .map(|st| {
-            let n = tenants.iter().filter(|t| t.tenant.status == *st).count();
-            (format!("tenants {st}"), n.to_string())
-        })
-        .collect();
-    counts.push((
-        "subscribers".into(),
-        tenants
-            .iter()
-            .map(|t| t.subscribers)
-            .sum::<i64>()
-            .to_string(),
-    ));
-    counts.push((
-        "online sessions".into(),
-        tenants.iter().map(|t| t.online).sum::<i64>().to_string(),
-    ));
-    counts.push((
-        "routers".into(),
-        tenants.iter().map(|t| t.nas).sum::<i64>().to_string(),
-    ));
-    let relay_peers = api.store().system().relay_peers().await?;
-    let mut nodes: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-    for p in &relay_peers {
-        let e = nodes
-            .entry(p.relay_node.clone().unwrap_or_else(|| "—".into()))
-            .or_default();
-        e.0 += 1;
-        if p.handshake_tai64.is_some() {
-            e.1 += 1;
-        }
-    }
-    let relays = nodes
-        .into_iter()
-        .map(|(n, (p, h))| [n, p.to_string(), h.to_string()])
-        .collect();
-    let peers = relay_peers
-        .iter()
-        .take(200)
-        .map(|p| {
-            [
-                slug_of(p.identity.tenant_id),
-                p.identity.tunnel_address.clone(),
-                p.relay_node.clone().unwrap_or_else(|| "—".into()),
-                p.endpoint.clone().unwrap_or_else(|| "not seen".into()),
-                if p.handshake_tai64.is_some() {
-                    "yes"
-                } else {
-                    "no"
-                }
-                .to_owned(),
-            ]
-        })
-        .collect();
-    let dns = api
-        .store()
-        .system()
-        .dns_records()
-        .await?
-        .into_iter()
-        .map(|r| [r.name, r.rtype, r.value, r.ttl.to_string()])
-        .collect();
-    let mut l = layout(&v, "Relays, DNS, health");
-    for n in &mut l.nav {
-        n.current = n.href == "/platform";
-    }
-    Ok(render(&PlatformPage {
-        l,
-        counts,
-        relays,
-        peers,
-        dns,
-    }))
-}
-
 async fn confirm_delete(v: Visit, _a: Signed<CanPlatform>, Path(slug): Path<String>) -> WebResult {
     Ok(render(&ConfirmPage {
         l: layout(&v, format!("Delete {slug}")),
@@ -756,4 +681,268 @@ async fn delete_tenant(
 ) -> WebResult {
     change_status(&ws, ip, &a, &slug, TenantStatus::Deleted).await?;
     Ok(see_other("/?done=deleted"))
+}
+
+// ---- one tenant: detail and limits ----
+
+#[derive(Template)]
+#[template(path = "op_tenant.html")]
+struct TenantPage {
+    l: Layout,
+    slug: String,
+    name: String,
+    status: String,
+    active: bool,
+    suspended: bool,
+    url: String,
+    facts: Vec<(&'static str, String)>,
+    nas: Vec<[String; 5]>,
+    peers: Vec<[String; 5]>,
+    audit: Vec<[String; 4]>,
+}
+
+/// One tenant: status, owners, limits, counts, routers with their tunnel/RADIUS/API state,
+/// WireGuard peers, its recent audit entries and the actions.
+async fn tenant_detail(
+    State(ws): State<WebState>,
+    v: Visit,
+    _a: Signed<CanPlatform>,
+    Path(slug): Path<String>,
+    Query(q): Query<DoneQ>,
+) -> WebResult {
+    let api = ws.api();
+    let t = api.platform().tenant_by_slug(&slug).await?;
+    let scope = api.store().tenant(t.id);
+    let summary = api
+        .platform()
+        .tenants()
+        .await?
+        .into_iter()
+        .find(|s| s.tenant.id == t.id);
+    let (subscribers, online, nas_count) = summary
+        .map(|s| (s.subscribers, s.online, s.nas))
+        .unwrap_or_default();
+    let owners = scope
+        .users()
+        .await?
+        .into_iter()
+        .filter(|u| u.role == Role::Owner)
+        .map(|u| u.email.as_str().to_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ago = |t: Option<chrono::DateTime<Utc>>| {
+        t.map(|t| when(t, "UTC")).unwrap_or_else(|| "never".into())
+    };
+    let nas_list = scope.nas_list().await?;
+    let nas = nas_list
+        .iter()
+        .map(|n| {
+            [
+                n.name.clone(),
+                n.tunnel_state.to_string(),
+                ago(n.radius_last_seen),
+                n.api_state.to_string(),
+                n.api_last_error.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let peers = scope
+        .peers()
+        .await?
+        .into_iter()
+        .map(|p| {
+            [
+                nas_list
+                    .iter()
+                    .find(|n| n.id == p.nas_id)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_else(|| "—".into()),
+                p.tunnel_address,
+                p.relay_node.unwrap_or_else(|| "—".into()),
+                p.endpoint.unwrap_or_else(|| "not seen".into()),
+                ago(p.last_handshake),
+            ]
+        })
+        .collect();
+    let audit = scope
+        .audit_log(20)
+        .await?
+        .into_iter()
+        .map(|e| {
+            [
+                when(e.at, "UTC"),
+                e.actor,
+                e.action,
+                e.target.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let facts = vec![
+        ("Status", t.status.to_string()),
+        ("Created", when(t.created_at, "UTC")),
+        ("Suspended since", ago(t.suspended_at)),
+        (
+            "Owner e-mail",
+            if owners.is_empty() {
+                "none".into()
+            } else {
+                owners
+            },
+        ),
+        ("Timezone", t.timezone.clone()),
+        ("Subscriber limit", t.limits.max_subscribers.to_string()),
+        ("Router limit", t.limits.max_nas.to_string()),
+        (
+            "QuotaSync interval",
+            t.quota_sync_s
+                .map(|s| format!("{s} s"))
+                .unwrap_or_else(|| "platform default".into()),
+        ),
+        ("Subscribers", subscribers.to_string()),
+        ("Online sessions", online.to_string()),
+        ("Routers", nas_count.to_string()),
+        (
+            "Relay node",
+            t.relay_node.clone().unwrap_or_else(|| "—".into()),
+        ),
+    ];
+    let mut l = layout(&v, format!("Tenant {slug}"));
+    l.flash = match q.done.as_deref() {
+        Some("limits") => Some("Limits saved.".into()),
+        Some("suspended") => {
+            Some("Tenant suspended: logins refused, sessions being disconnected.".into())
+        }
+        Some("active") => Some("Tenant resumed.".into()),
+        _ => None,
+    };
+    Ok(render(&TenantPage {
+        l,
+        url: api.config().panel_url(t.slug.as_str()),
+        slug: t.slug.as_str().to_owned(),
+        name: t.name.clone(),
+        status: t.status.to_string(),
+        active: t.status == TenantStatus::Active,
+        suspended: t.status == TenantStatus::Suspended,
+        facts,
+        nas,
+        peers,
+        audit,
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LimitsForm {
+    #[serde(default)]
+    max_subscribers: String,
+    #[serde(default)]
+    max_nas: String,
+    #[serde(default)]
+    quota_sync_s: String,
+}
+
+fn limits_page(v: &Visit, slug: &str, f: &LimitsForm, e: &Errors, top: Option<String>) -> FormPage {
+    FormPage {
+        l: layout(v, format!("Limits of {slug}")),
+        heading: format!("Limits of {slug}"),
+        error: top,
+        action: format!("/tenants/{slug}/limits"),
+        fields: vec![
+            Field::new("max_subscribers", "Subscriber limit", "number")
+                .value(&f.max_subscribers)
+                .required()
+                .errors(e),
+            Field::new("max_nas", "Router limit", "number")
+                .value(&f.max_nas)
+                .required()
+                .errors(e),
+            Field::new("quota_sync_s", "QuotaSync interval (seconds)", "number")
+                .value(&f.quota_sync_s)
+                .hint("10 to 3600; empty = the platform default.")
+                .errors(e),
+        ],
+        submit: "Save limits",
+        cancel: format!("/tenants/{slug}"),
+    }
+}
+
+async fn limits_form(
+    State(ws): State<WebState>,
+    v: Visit,
+    _a: Signed<CanPlatform>,
+    Path(slug): Path<String>,
+) -> WebResult {
+    let t = ws.api().platform().tenant_by_slug(&slug).await?;
+    let f = LimitsForm {
+        max_subscribers: t.limits.max_subscribers.to_string(),
+        max_nas: t.limits.max_nas.to_string(),
+        quota_sync_s: t.quota_sync_s.map(|s| s.to_string()).unwrap_or_default(),
+    };
+    Ok(render(&limits_page(
+        &v,
+        t.slug.as_str(),
+        &f,
+        &Errors::default(),
+        None,
+    )))
+}
+
+/// Saves limits through [`saas_core::platform::Platform::update_tenant`] (audited, announced).
+async fn save_limits(
+    State(ws): State<WebState>,
+    v: Visit,
+    ip: ClientIp,
+    a: Signed<CanPlatform>,
+    Path(slug): Path<String>,
+    Form(f): Form<LimitsForm>,
+) -> WebResult {
+    let mut e = Errors::default();
+    let ms = whole(&mut e, "max_subscribers", &f.max_subscribers);
+    let mn = whole(&mut e, "max_nas", &f.max_nas);
+    for (name, val) in [("max_subscribers", ms), ("max_nas", mn)] {
+        if val.is_none() && e.get(name).is_none() {
+            e.add(name, "enter a whole number, 0 or more");
+        }
+    }
+    let q = f.quota_sync_s.trim();
+    let quota = match q.parse::<u32>() {
+        _ if q.is_empty() => None,
+        Ok(n) if (QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&n) => Some(n),
+        _ => {
+            e.add(
+                "quota_sync_s",
+                format!(
+                    "enter {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, or leave it empty for the platform default"
+                ),
+            );
+            None
+        }
+    };
+    let mut top = None;
+    if e.is_empty() {
+        let change = TenantChange {
+            max_subscribers: ms,
+            max_nas: mn,
+            quota_sync_s: Some(quota),
+            ..TenantChange::default()
+        };
+        let p = ws.api().platform().with_client_ip(ip.0.to_string());
+        match p.update_tenant(&slug, &change, &a.0.actor()).await {
+            Ok(t) => {
+                ws.api().tenants().invalidate(Some(t.slug.as_str()));
+                return Ok(see_other(&format!(
+                    "/tenants/{}?done=limits",
+                    t.slug.as_str()
+                )));
+            }
+            Err(err) => {
+                let (pe, msg) = problem_errors(&err.into());
+                e.0.extend(pe.0);
+                top = msg;
+            }
+        }
+    }
+    Ok(render_status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &limits_page(&v, &slug, &f, &e, top),
+    ))
 }

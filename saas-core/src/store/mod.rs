@@ -5,6 +5,7 @@
 //! [`PlatformScope`]. The SQL is written once (`queries.rs`) and compiled for each backend.
 
 mod postgres;
+mod revocations;
 mod sqlite;
 
 use std::net::IpAddr;
@@ -113,6 +114,22 @@ enum Backend {
 struct Inner {
     backend: Backend,
     secrets: SecretBox,
+    revocations: revocations::Revocations,
+}
+
+/// One audit log entry of a tenant, for writes that record it in their own transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditLine<'a> {
+    /// Who acted.
+    pub actor: &'a str,
+    /// What was done (`subscriber.update`, …).
+    pub action: &'a str,
+    /// What it was done to.
+    pub target: Option<&'a str>,
+    /// JSON details.
+    pub details: Option<&'a str>,
+    /// The client's address.
+    pub client_ip: Option<&'a str>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -194,7 +211,11 @@ impl Store {
             )));
         };
         Ok(Self {
-            inner: Arc::new(Inner { backend, secrets }),
+            inner: Arc::new(Inner {
+                backend,
+                secrets,
+                revocations: Default::default(),
+            }),
         })
     }
 
@@ -564,12 +585,8 @@ impl TenantScope {
 
     /// Sets the tenant's QuotaSync interval (10..=3600 s; none = the platform default).
     pub async fn set_quota_sync(&self, secs: Option<u32>) -> Result<Tenant> {
-        if let Some(s) = secs
-            && !(QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&s)
-        {
-            return Err(StoreError::Invalid(format!(
-                "QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {s}"
-            )));
+        if let Some(s) = secs {
+            check_quota_sync(s)?;
         }
         dispatch!(self.store, tenant_set_quota_sync(self.tenant, secs, now()))?;
         self.tenant().await
@@ -804,6 +821,16 @@ impl TenantScope {
         id: SubscriberId,
         patch: &SubscriberPatch,
     ) -> Result<Subscriber> {
+        self.update_subscriber_audited(id, patch, None).await
+    }
+
+    /// [`Self::update_subscriber`] writing `audit` to the audit log in the same transaction.
+    pub async fn update_subscriber_audited(
+        &self,
+        id: SubscriberId,
+        patch: &SubscriberPatch,
+        audit: Option<&AuditLine<'_>>,
+    ) -> Result<Subscriber> {
         fn flat(o: &Option<Option<String>>) -> Option<&str> {
             o.as_ref().and_then(|x| x.as_deref())
         }
@@ -823,11 +850,8 @@ impl TenantScope {
         };
         dispatch!(
             self.store,
-            subscriber_update(self.tenant, id, patch, sealed.as_deref(), now())
-        )?;
-        self.subscriber(id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("subscriber {id}")))
+            subscriber_update(self.tenant, id, patch, sealed.as_deref(), audit, now())
+        )
     }
 
     /// Deletes a subscriber; returns whether it existed.
@@ -838,19 +862,12 @@ impl TenantScope {
     /// Lists subscribers by username with filters and a cursor.
     pub async fn subscribers(&self, q: &SubscriberQuery) -> Result<Page<Subscriber>> {
         let limit = q.limit.unwrap_or(50).clamp(1, 500);
-        let search = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
-            let esc = s
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{esc}%")
-        });
+        let search = q.search.as_deref().filter(|s| !s.is_empty());
         let mut items = dispatch!(
             self.store,
             subscribers_list(
                 self.tenant,
-                search.as_deref(),
+                search,
                 q.status,
                 q.plan_id,
                 q.after.as_deref(),
@@ -878,14 +895,7 @@ impl TenantScope {
             return self.subscribers(q).await;
         }
         let limit = q.limit.unwrap_or(50).clamp(1, 500);
-        let search = q.search.as_ref().filter(|s| !s.is_empty()).map(|s| {
-            let esc = s
-                .to_lowercase()
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            format!("%{esc}%")
-        });
+        let search = q.search.as_deref().filter(|s| !s.is_empty());
         let after = match q.after.as_deref() {
             Some(c) => Some(decode_cursor(c).ok_or_else(|| {
                 StoreError::Invalid(
@@ -910,7 +920,7 @@ impl TenantScope {
             self.store,
             subscribers_list_sorted(
                 self.tenant,
-                search.as_deref(),
+                search,
                 q.status,
                 q.plan_id,
                 sort.key,
@@ -1589,6 +1599,27 @@ impl SystemScope {
         dispatch!(self.store, sys_expired_online(now))
     }
 
+    /// Every relay node with its last heartbeat and report.
+    pub async fn relay_nodes(&self) -> Result<Vec<RelayNode>> {
+        dispatch!(self.store, sys_relay_nodes())
+    }
+
+    /// Every WireGuard peer with its tenant, NAS, node and newest handshake (the relay page).
+    pub async fn relay_peer_status(&self) -> Result<Vec<RelayPeerStatus>> {
+        dispatch!(self.store, sys_relay_peer_status())
+    }
+
+    /// RouterOS API polling since `since`: how many tenants and NAS had their API checked.
+    pub async fn routeros_checked_since(&self, since: DateTime<Utc>) -> Result<(i64, i64)> {
+        dispatch!(self.store, sys_routeros_checked_since(since))
+    }
+
+    /// When the zone's data (tenants, peers, extra records) last changed, from the event log:
+    /// the DNS role rebuilds its zone, with a new serial, on each such event.
+    pub async fn zone_changed_at(&self) -> Result<Option<DateTime<Utc>>> {
+        dispatch!(self.store, sys_zone_changed_at())
+    }
+
     /// DNS: every managed record.
     pub async fn dns_records(&self) -> Result<Vec<DnsRecord>> {
         dispatch!(self.store, sys_dns_records())
@@ -1739,12 +1770,24 @@ impl PlatformScope {
 
     /// Revokes one access token by its `jti` until `expires_at`.
     pub async fn revoke_access_token(&self, jti: &str, expires_at: DateTime<Utc>) -> Result<()> {
-        dispatch!(self.store, jti_revoke(jti, expires_at))
+        dispatch!(self.store, jti_revoke(jti, expires_at))?;
+        self.store.inner.revocations.add(jti, expires_at);
+        Ok(())
     }
 
-    /// Whether an access token id was revoked.
+    /// Whether an access token id was revoked: answered from memory, which is reloaded from the
+    /// store at most every second (see `revocations`), not a query per request.
     pub async fn access_token_revoked(&self, jti: &str) -> Result<bool> {
-        dispatch!(self.store, jti_is_revoked(jti))
+        let list = &self.store.inner.revocations;
+        if !list.fresh() {
+            let _reload = list.reloading().await;
+            if !list.fresh() {
+                let now = now();
+                let rows = dispatch!(self.store, jti_live(now))?;
+                list.merge_loaded(rows, now);
+            }
+        }
+        Ok(list.contains(jti))
     }
 
     /// Forgets revocations of tokens that have expired anyway.
@@ -1939,6 +1982,13 @@ impl PlatformScope {
         dispatch!(self.store, relay_set_endpoint(name, endpoint, now()))
     }
 
+    /// A relay node's heartbeat with its counters; false when the node is not registered.
+    pub async fn report_relay_stats(&self, name: &str, stats: &RelayStats) -> Result<bool> {
+        let json = serde_json::to_string(stats)
+            .map_err(|e| StoreError::Invalid(format!("relay stats: {e}")))?;
+        dispatch!(self.store, relay_report(name, &json, now()))
+    }
+
     /// A relay node's key pair (private key opened).
     pub async fn relay_node_keys(&self, name: &str) -> Result<Option<(String, String)>> {
         match dispatch!(self.store, relay_keys(name))? {
@@ -2062,6 +2112,17 @@ fn validate_plan(p: &NewPlan) -> Result<()> {
 pub const QUOTA_SYNC_MIN_S: u32 = 10;
 /// Longest per-tenant QuotaSync interval (seconds).
 pub const QUOTA_SYNC_MAX_S: u32 = 3600;
+
+/// Refuses a per-tenant QuotaSync interval outside [`QUOTA_SYNC_MIN_S`]..=[`QUOTA_SYNC_MAX_S`].
+pub fn check_quota_sync(secs: u32) -> Result<()> {
+    if (QUOTA_SYNC_MIN_S..=QUOTA_SYNC_MAX_S).contains(&secs) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "QuotaSync interval must be {QUOTA_SYNC_MIN_S} to {QUOTA_SYNC_MAX_S} seconds, not {secs}"
+        )))
+    }
+}
 
 /// Busy timeout of SQLite connections (CLI and `serve` write at once).
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);

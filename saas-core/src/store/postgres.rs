@@ -33,6 +33,9 @@ async fn pool(url: &str, max: u32) -> Result<Pool<Postgres>, StoreError> {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(10))
+        // A ping before every checkout is one more round trip per query; a broken connection
+        // fails its query instead, and the pool replaces it.
+        .test_before_acquire(false)
         .connect(url)
         .await
         .map_err(|source| StoreError::Connect {
@@ -109,6 +112,21 @@ impl Db {
 
     async fn write(&self, t: TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
         self.read(t).await
+    }
+
+    /// [`Self::read`] whose statements use cached generic plans: for statements simple enough
+    /// that the generic plan is the right one, but whose estimates for a parameter (a text
+    /// range, an id list) would keep PostgreSQL planning each call anew.
+    async fn read_generic(
+        &self,
+        t: TenantId,
+    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+        let begin = format!(
+            "BEGIN; SELECT set_config('app.tenant_id', '{}', true), \
+             set_config('plan_cache_mode', 'force_generic_plan', true)",
+            t.0.hyphenated()
+        );
+        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
     }
 
     fn sys(&self) -> &Pool<Postgres> {
@@ -361,3 +379,80 @@ include!("queries.rs");
 
 /// Expiry sort key: no expiry sorts after every date.
 const EXPIRY_SORT: &str = "COALESCE(s.expires_at, TIMESTAMPTZ '9999-12-31 23:59:59+00')";
+
+/// Suffixes of tenant `$1` that start with search term `$2` (any case): the suffix index of
+/// migration 0013. "Contains T" is "some suffix of the lowercased username starts with T", a range
+/// of plain text comparisons, which row-level security lets an index scan use (LIKE it does not).
+macro_rules! suffixes_matching {
+    () => {
+        "SELECT subscriber_id FROM subscriber_suffixes
+         WHERE tenant_id = $1 AND suffix >= lower($2) AND suffix < lower($2) || chr(1114111)"
+    };
+}
+
+/// Subscriber search (`$2`, a substring, any case) through the suffix index.
+const SUBSCRIBER_SEARCH: &str = concat!("AND s.id IN (", suffixes_matching!(), ")");
+
+/// A search matching more username suffixes than this is answered by one query that walks the
+/// tenant's usernames in order instead (see [`Db::subscriber_search_page`]).
+const SEARCH_PICK_MAX: usize = 1000;
+
+impl Db {
+    /// A page of subscribers whose username contains `term`, in username order after `after`:
+    /// the matching ids come from the suffix index alone, then only those rows are read. Each
+    /// statement is simple enough for a cached generic plan, where the one-query form needs
+    /// planning on every call (its generic plan is very slow). `None` when the term matches too
+    /// many subscribers for that; the caller then uses the one-query form.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscriber_search_page(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        t: TenantId,
+        term: &str,
+        status: Option<SubscriberStatus>,
+        plan: Option<PlanId>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Option<Vec<Subscriber>>> {
+        let mut ids: Vec<Uuid> = sqlx::query_scalar(concat!(suffixes_matching!(), " LIMIT $3"))
+            .bind(t.0)
+            .bind(term)
+            .bind(SEARCH_PICK_MAX as i64 + 1)
+            .fetch_all(&mut **tx)
+            .await?;
+        if ids.len() > SEARCH_PICK_MAX {
+            // The one-query form needs a plan for its parameters (see read_generic).
+            sqlx::query("SELECT set_config('plan_cache_mode', 'auto', true)")
+                .execute(&mut **tx)
+                .await?;
+            return Ok(None);
+        }
+        if ids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        // A username can contain the term more than once.
+        ids.sort_unstable();
+        ids.dedup();
+        // Order, cursor and filters stay in SQL: the database's collation orders usernames.
+        let filters =
+            subscriber_filters(Some("AND s.id = ANY($2)"), status.is_some(), plan.is_some());
+        let after_sql = after_username(after.is_some());
+        let rows = sqlx::query(q(format!(
+            "SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
+             WHERE s.tenant_id = $1 {filters} {after_sql}
+             ORDER BY s.username LIMIT $6"
+        )))
+        .bind(t.0)
+        .bind(ids)
+        .bind(status.map(|s| s.as_str()))
+        .bind(plan.map(|p| p.0))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
+        rows.iter()
+            .map(subscriber_row)
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+}

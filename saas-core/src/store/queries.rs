@@ -222,6 +222,24 @@ fn dns_row(r: &DbRow) -> Result<DnsRecord> {
     })
 }
 
+/// The conditions of a subscriber listing on search (`$2`), status (`$3`) and plan (`$4`): the
+/// filter for each one given (`search` is the condition on `$2`), `$N IS NULL` for each one not.
+/// Every combination keeps the parameter positions but gets its own statement text, and so its
+/// own cached plan: one generic plan for "any filter or none" fits some of them very badly.
+fn subscriber_filters(search: Option<&str>, status: bool, plan: bool) -> String {
+    format!(
+        "{} {} {}",
+        search.unwrap_or("AND $2 IS NULL"),
+        if status { "AND s.status = $3" } else { "AND $3 IS NULL" },
+        if plan { "AND s.plan_id = $4" } else { "AND $4 IS NULL" },
+    )
+}
+
+/// The username cursor (`$5`) of a listing in username order, in the same way.
+fn after_username(after: bool) -> &'static str {
+    if after { "AND s.username > $5" } else { "AND $5 IS NULL" }
+}
+
 fn q(s: String) -> sqlx::AssertSqlSafe<String> {
     // Only used with column lists that are compile-time constants of this file.
     sqlx::AssertSqlSafe(s)
@@ -446,7 +464,9 @@ impl Db {
         Ok(p)
     }
 
-    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, now: DateTime<Utc>) -> Result<()> {
+    /// Applies a patch and reads the row back in the same transaction.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn subscriber_update(&self, t: TenantId, id: SubscriberId, p: &SubscriberPatch, sealed: Option<&str>, audit: Option<&crate::store::AuditLine<'_>>, now: DateTime<Utc>) -> Result<Subscriber> {
         let mut tx = self.write(t).await?;
         let res = sqlx::query(
             "UPDATE subscribers SET
@@ -472,11 +492,19 @@ impl Db {
         .bind(p.sim_use.is_some()).bind(p.sim_use.flatten())
         .bind(now)
         .execute(&mut *tx).await?;
-        tx.commit().await?;
         if res.rows_affected() == 0 {
+            tx.commit().await?;
             return Err(StoreError::NotFound(format!("subscriber {id}")));
         }
-        Ok(())
+        let row = sqlx::query(q(format!("SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id WHERE s.tenant_id = $1 AND s.id = $2")))
+            .bind(t.0).bind(id.0).fetch_one(&mut *tx).await?;
+        if let Some(a) = audit {
+            sqlx::query("INSERT INTO audit_log (tenant_id, at, actor, action, target, details, client_ip) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(t.0).bind(now).bind(a.actor).bind(a.action).bind(a.target).bind(a.details).bind(a.client_ip)
+                .execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        subscriber_row(&row)
     }
 
     pub(super) async fn subscriber_delete(&self, t: TenantId, id: SubscriberId) -> Result<bool> {
@@ -490,14 +518,19 @@ impl Db {
 
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn subscribers_list(&self, t: TenantId, search: Option<&str>, status: Option<SubscriberStatus>, plan: Option<PlanId>, after: Option<&str>, limit: i64) -> Result<Vec<Subscriber>> {
-        let mut tx = self.read(t).await?;
+        // A search starts with statements whose generic plans are right (the search page).
+        let mut tx = if search.is_some() { self.read_generic(t).await? } else { self.read(t).await? };
+        if let Some(term) = search
+            && let Some(page) = self.subscriber_search_page(&mut tx, t, term, status, plan, after, limit).await?
+        {
+            tx.commit().await?;
+            return Ok(page);
+        }
+        let filters = subscriber_filters(search.map(|_| SUBSCRIBER_SEARCH), status.is_some(), plan.is_some());
+        let after_sql = after_username(after.is_some());
         let rows = sqlx::query(q(format!(
             "SELECT {SUB_COLS} FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
-             WHERE s.tenant_id = $1
-               AND ($2 IS NULL OR LOWER(s.username) LIKE $2 ESCAPE '\\')
-               AND ($3 IS NULL OR s.status = $3)
-               AND ($4 IS NULL OR s.plan_id = $4)
-               AND ($5 IS NULL OR s.username > $5)
+             WHERE s.tenant_id = $1 {filters} {after_sql}
              ORDER BY s.username LIMIT $6"
         )))
         .bind(t.0).bind(search).bind(status.map(|s| s.as_str())).bind(plan.map(|p| p.0)).bind(after).bind(limit)
@@ -1025,6 +1058,52 @@ impl Db {
         rows.iter().map(|r| Ok((TenantId(r.try_get("tenant_id")?), r.try_get("username")?))).collect()
     }
 
+    pub(super) async fn sys_relay_nodes(&self) -> Result<Vec<RelayNode>> {
+        let rows = sqlx::query("SELECT name, public_key, endpoint, last_seen, stats FROM relay_nodes ORDER BY name").fetch_all(self.sys()).await?;
+        rows.iter()
+            .map(|r| {
+                let stats: Option<String> = r.try_get("stats")?;
+                Ok(RelayNode {
+                    name: r.try_get("name")?,
+                    public_key: r.try_get("public_key")?,
+                    endpoint: r.try_get("endpoint")?,
+                    last_seen: r.try_get("last_seen")?,
+                    // A report this version cannot read is shown as none rather than failing the page.
+                    stats: stats.and_then(|s| serde_json::from_str(&s).ok()),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn sys_relay_peer_status(&self) -> Result<Vec<RelayPeerStatus>> {
+        let rows = sqlx::query("SELECT t.slug, n.name, p.tunnel_address, p.relay_node, p.endpoint, p.last_handshake FROM wg_peers p JOIN tenants t ON t.id = p.tenant_id JOIN nas_devices n ON n.id = p.nas_id ORDER BY t.slug, n.name")
+            .fetch_all(self.sys()).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RelayPeerStatus {
+                    tenant: r.try_get("slug")?,
+                    nas: r.try_get("name")?,
+                    tunnel_address: r.try_get("tunnel_address")?,
+                    relay_node: r.try_get("relay_node")?,
+                    endpoint: r.try_get("endpoint")?,
+                    last_handshake: r.try_get("last_handshake")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn sys_routeros_checked_since(&self, since: DateTime<Utc>) -> Result<(i64, i64)> {
+        let r = sqlx::query("SELECT COUNT(DISTINCT tenant_id) AS tenants, COUNT(*) AS nas FROM nas_devices WHERE api_checked_at >= $1")
+            .bind(since).fetch_one(self.sys()).await?;
+        Ok((r.try_get("tenants")?, r.try_get("nas")?))
+    }
+
+    pub(super) async fn sys_zone_changed_at(&self) -> Result<Option<DateTime<Utc>>> {
+        let at = sqlx::query_scalar("SELECT at FROM events WHERE kind IN ('tenant.changed', 'peer.changed', 'dns.changed') ORDER BY id DESC LIMIT 1")
+            .fetch_optional(self.sys()).await?;
+        Ok(at)
+    }
+
     pub(super) async fn sys_dns_records(&self) -> Result<Vec<DnsRecord>> {
         let rows = sqlx::query("SELECT id, tenant_id, name, rtype, value, ttl, created_at FROM dns_records ORDER BY name, rtype, created_at").fetch_all(self.sys()).await?;
         rows.iter().map(dns_row).collect()
@@ -1119,6 +1198,12 @@ impl Db {
     pub(super) async fn relay_set_endpoint(&self, name: &str, endpoint: Option<&str>, now: DateTime<Utc>) -> Result<bool> {
         let res = sqlx::query("UPDATE relay_nodes SET endpoint = $2, last_seen = $3 WHERE name = $1 AND COALESCE(endpoint, '') <> COALESCE($2, '')")
             .bind(name).bind(endpoint).bind(now).execute(self.app()).await?;
+        Ok(res.rows_affected() > 0)
+    }
+
+    pub(super) async fn relay_report(&self, name: &str, stats: &str, now: DateTime<Utc>) -> Result<bool> {
+        let res = sqlx::query("UPDATE relay_nodes SET stats = $2, last_seen = $3 WHERE name = $1")
+            .bind(name).bind(stats).bind(now).execute(self.app()).await?;
         Ok(res.rows_affected() > 0)
     }
 
@@ -1323,9 +1408,10 @@ impl Db {
         Ok(())
     }
 
-    pub(super) async fn jti_is_revoked(&self, jti: &str) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM token_revocations WHERE jti = $1").bind(jti).fetch_one(self.app()).await?;
-        Ok(n > 0)
+    /// The revocations of tokens that have not expired yet.
+    pub(super) async fn jti_live(&self, now: DateTime<Utc>) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let rows = sqlx::query("SELECT jti, expires_at FROM token_revocations WHERE expires_at > $1").bind(now).fetch_all(self.app()).await?;
+        rows.iter().map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?))).collect()
     }
 
     pub(super) async fn jti_prune(&self, now: DateTime<Utc>) -> Result<u64> {
@@ -1606,12 +1692,10 @@ impl Db {
         } else {
             (String::new(), "$5")
         };
+        let filters = subscriber_filters(search.map(|_| SUBSCRIBER_SEARCH), status.is_some(), plan.is_some());
         let sql = format!(
             "SELECT {SUB_COLS}, {expr} AS sort_value FROM subscribers s LEFT JOIN service_plans p ON p.id = s.plan_id
-             WHERE s.tenant_id = $1
-               AND ($2 IS NULL OR LOWER(s.username) LIKE $2 ESCAPE '\\')
-               AND ($3 IS NULL OR s.status = $3)
-               AND ($4 IS NULL OR s.plan_id = $4)
+             WHERE s.tenant_id = $1 {filters}
                {keyset}
              ORDER BY {expr} {dir}, s.id {dir} LIMIT {lim}"
         );

@@ -63,6 +63,11 @@ impl Db {
         Ok(self.pool.begin().await?)
     }
 
+    /// As [`Self::read`] (SQLite plans every statement anyway).
+    async fn read_generic(&self, t: TenantId) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.read(t).await
+    }
+
     /// A write transaction: BEGIN IMMEDIATE takes the write lock up front, so the busy timeout
     /// applies instead of an immediate SQLITE_BUSY on lock upgrade.
     async fn write(&self, _t: TenantId) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -118,3 +123,23 @@ include!("queries.rs");
 
 /// Expiry sort key: no expiry sorts after every date (sqlx stores SQLite timestamps as RFC 3339).
 const EXPIRY_SORT: &str = "COALESCE(s.expires_at, '9999-12-31T23:59:59+00:00')";
+
+/// Subscriber search (`$2`, a substring, any case): a scan of the tenant's rows.
+const SUBSCRIBER_SEARCH: &str = "AND instr(LOWER(s.username), LOWER($2)) > 0";
+
+impl Db {
+    /// SQLite has no separate search path: `None` sends every search to the one-query form.
+    #[allow(clippy::too_many_arguments, clippy::unused_async)]
+    pub(super) async fn subscriber_search_page(
+        &self,
+        _tx: &mut Transaction<'static, Sqlite>,
+        _t: TenantId,
+        _term: &str,
+        _status: Option<SubscriberStatus>,
+        _plan: Option<PlanId>,
+        _after: Option<&str>,
+        _limit: i64,
+    ) -> Result<Option<Vec<Subscriber>>> {
+        Ok(None)
+    }
+}

@@ -1175,3 +1175,223 @@ async fn first_peer_assigns_the_tenant_relay_node_and_endpoints_follow_the_setti
         ts.store.close().await;
     }
 }
+
+/// Search is a case-insensitive substring of the username, literal (no wildcards), combined with
+/// the other filters, and never reaches another tenant's subscribers (on PostgreSQL it runs on the
+/// suffix index of migration 0013, kept by triggers).
+#[tokio::test]
+async fn subscriber_search_is_a_scoped_literal_substring() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "acme").await;
+        let b = tenant(&ts, "beta").await;
+        for name in ["alice.smith", "Bob-Jones", "carol_x", "carolyn", "dave%"] {
+            a.create_subscriber(&new_sub(name, "pw")).await.unwrap();
+        }
+        b.create_subscriber(&new_sub("alice.b", "pw"))
+            .await
+            .unwrap();
+        let names = |scope: &TenantScope, q: SubscriberQuery| {
+            let scope = scope.clone();
+            async move {
+                let page = scope.subscribers(&q).await.unwrap();
+                page.items
+                    .into_iter()
+                    .map(|s| s.username)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let search = |s: &str| SubscriberQuery {
+            search: Some(s.into()),
+            ..Default::default()
+        };
+        let backend = ts.store.backend_name();
+        assert_eq!(
+            names(&a, search("SMITH")).await,
+            ["alice.smith"],
+            "{backend}"
+        );
+        assert_eq!(names(&a, search("ice")).await, ["alice.smith"], "{backend}");
+        assert_eq!(names(&b, search("ice")).await, ["alice.b"], "{backend}");
+        assert_eq!(names(&a, search("jones")).await, ["Bob-Jones"], "{backend}");
+        assert_eq!(
+            names(&a, search("carol")).await,
+            ["carol_x", "carolyn"],
+            "{backend}"
+        );
+        // '_' and '%' are characters, not wildcards.
+        assert_eq!(names(&a, search("l_")).await, ["carol_x"], "{backend}");
+        assert_eq!(names(&a, search("e%")).await, ["dave%"], "{backend}");
+        assert!(names(&a, search("zzz")).await.is_empty(), "{backend}");
+        // With a status filter, and in another sort order.
+        let carol = a
+            .subscribers(&search("carolyn"))
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        a.update_subscriber(
+            carol.id,
+            &SubscriberPatch {
+                status: Some(SubscriberStatus::Disabled),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let disabled_carols = SubscriberQuery {
+            status: Some(SubscriberStatus::Disabled),
+            ..search("CAROL")
+        };
+        assert_eq!(
+            names(&a, disabled_carols.clone()).await,
+            ["carolyn"],
+            "{backend}"
+        );
+        let sorted = a
+            .subscribers_sorted(
+                &search("a"),
+                saas_core::store::SubscriberSort {
+                    key: saas_core::store::SubscriberSortKey::Created,
+                    descending: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(sorted.items.len(), 4, "{backend}: a, in all but Bob-Jones");
+        // Pages of a search follow the cursor.
+        let first = a
+            .subscribers(&SubscriberQuery {
+                limit: Some(1),
+                ..search("carol")
+            })
+            .await
+            .unwrap();
+        assert_eq!(first.items[0].username, "carol_x", "{backend}");
+        let second = a
+            .subscribers(&SubscriberQuery {
+                limit: Some(1),
+                after: first.next_cursor.clone(),
+                ..search("carol")
+            })
+            .await
+            .unwrap();
+        assert_eq!(second.items[0].username, "carolyn", "{backend}");
+        // A term found in very many usernames (here 1,200 suffixes) takes the other query form
+        // on PostgreSQL; same answers, same pages.
+        for i in 0..120 {
+            a.create_subscriber(&new_sub(&format!("aaaaaaaaaa{i:03}"), "pw"))
+                .await
+                .unwrap();
+        }
+        let broad = a
+            .subscribers(&SubscriberQuery {
+                limit: Some(50),
+                ..search("AA")
+            })
+            .await
+            .unwrap();
+        assert_eq!(broad.items.len(), 50, "{backend}");
+        assert_eq!(broad.items[0].username, "aaaaaaaaaa000", "{backend}");
+        let next = a
+            .subscribers(&SubscriberQuery {
+                limit: Some(100),
+                after: broad.next_cursor.clone(),
+                ..search("AA")
+            })
+            .await
+            .unwrap();
+        assert_eq!(next.items.len(), 70, "{backend}");
+        assert_eq!(next.items[0].username, "aaaaaaaaaa050", "{backend}");
+        assert!(next.next_cursor.is_none(), "{backend}");
+        // A deleted subscriber is no longer found.
+        assert!(a.delete_subscriber(carol.id).await.unwrap());
+        assert!(names(&a, disabled_carols).await.is_empty(), "{backend}");
+        assert_eq!(names(&a, search("carol")).await, ["carol_x"], "{backend}");
+    }
+}
+
+#[tokio::test]
+async fn operator_console_reads_relays_peers_polling_and_zone_changes() {
+    for ts in testing::each_backend().await {
+        let a = tenant(&ts, "cona").await;
+        let b = tenant(&ts, "conb").await;
+        let p = ts.store.platform();
+        let sys = ts.store.system();
+        // A report for an unknown node is refused; a registered node keeps its latest report.
+        let mut stats = RelayStats::default();
+        stats.drops.insert("unknown_key".into(), 4);
+        stats.handshakes_ok = 9;
+        assert!(!p.report_relay_stats("relay-x", &stats).await.unwrap());
+        p.upsert_relay_node("relay-1", "cHVi", "cHJpdg==", None)
+            .await
+            .unwrap();
+        assert!(p.report_relay_stats("relay-1", &stats).await.unwrap());
+        let nodes = sys.relay_nodes().await.unwrap();
+        assert_eq!(nodes.len(), 1, "{}", ts.backend);
+        assert_eq!(nodes[0].stats.as_ref(), Some(&stats), "{}", ts.backend);
+        assert!(nodes[0].last_seen.is_some());
+        // Peers of both tenants, with their tenant, NAS and handshake.
+        let na = a.create_nas(&new_nas("edge-a", None, "s1")).await.unwrap();
+        let nb = b.create_nas(&new_nas("edge-b", None, "s2")).await.unwrap();
+        let pa = a
+            .create_peer(na.id, "YS1rZXk=", None, "10.200.0.2/24", Some("relay-1"))
+            .await
+            .unwrap();
+        b.create_peer(nb.id, "Yi1rZXk=", None, "10.200.1.2/24", Some("relay-1"))
+            .await
+            .unwrap();
+        let seen = chrono::Utc::now();
+        a.record_peer_status(
+            pa.id,
+            &PeerStatusUpdate {
+                last_handshake: Some(seen),
+                endpoint: Some("203.0.113.5:4000".into()),
+                rx_bytes: 1,
+                tx_bytes: 2,
+                handshake_tai64: None,
+                state: TunnelState::Up,
+            },
+        )
+        .await
+        .unwrap();
+        let peers = sys.relay_peer_status().await.unwrap();
+        let got: Vec<_> = peers
+            .iter()
+            .map(|p| {
+                (
+                    p.tenant.as_str(),
+                    p.nas.as_str(),
+                    p.last_handshake.is_some(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [("cona", "edge-a", true), ("conb", "edge-b", false)],
+            "{}",
+            ts.backend
+        );
+        // RouterOS polling: one NAS of one tenant checked.
+        let since = chrono::Utc::now() - chrono::Duration::minutes(1);
+        assert_eq!(sys.routeros_checked_since(since).await.unwrap(), (0, 0));
+        a.set_nas_api_state(na.id, ApiState::Online, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            sys.routeros_checked_since(since).await.unwrap(),
+            (1, 1),
+            "{}",
+            ts.backend
+        );
+        // The zone's latest change comes from the event log.
+        p.append_event(None, "dns.changed", None, "{}")
+            .await
+            .unwrap();
+        assert!(
+            sys.zone_changed_at().await.unwrap().is_some(),
+            "{}",
+            ts.backend
+        );
+        ts.store.close().await;
+    }
+}

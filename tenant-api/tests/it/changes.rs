@@ -759,6 +759,34 @@ async fn signup_mails_a_single_use_verification_link() {
         )
         .await;
         assert_eq!(me.body["user"]["email_verified"], false);
+        // The user can ask for a new link, a few times an hour; each is a new mail.
+        for _ in 0..5 {
+            let r = call(
+                &e.app,
+                "POST",
+                &host("gamma"),
+                "/api/v1/me/verify-email",
+                Some(&tok),
+                None,
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+            assert_eq!(r.body["to"], "boss@gamma.example");
+        }
+        let mails = std::fs::read_dir(e.ts.dir.path().join("outbox"))
+            .unwrap()
+            .count();
+        assert_eq!(mails, 6, "the signup mail and five more");
+        let r = call(
+            &e.app,
+            "POST",
+            &host("gamma"),
+            "/api/v1/me/verify-email",
+            Some(&tok),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
         let link = outbox_link(e.ts.dir.path());
         assert!(
             link.starts_with(&format!("http://{BASE}/api/v1/signup/verify?token=ev_")),
@@ -779,6 +807,16 @@ async fn signup_mails_a_single_use_verification_link() {
         assert_eq!(me.body["user"]["email_verified"], true);
         let r = call(&e.app, "GET", BASE, path, None, None).await;
         assert_eq!(r.status, StatusCode::GONE, "{}", r.body);
+        let r = call(
+            &e.app,
+            "POST",
+            &host("gamma"),
+            "/api/v1/me/verify-email",
+            Some(&tok),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
         let r = call(
             &e.app,
             "GET",

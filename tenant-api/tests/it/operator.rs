@@ -125,6 +125,34 @@ async fn operator_logs_in_with_totp_manages_tenants_and_acts_as_one() {
     .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["limits"]["max_subscribers"], 5);
+    // QuotaSync interval: set, refused out of range (nothing else changes), back to the default.
+    let patch = |body: serde_json::Value| {
+        call(
+            &e.app,
+            "PATCH",
+            &oh,
+            "/api/v1/operator/tenants/gamma",
+            Some(&op),
+            Some(body),
+        )
+    };
+    let r = patch(json!({"quota_sync_s": 60})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["quota_sync_s"], 60);
+    let r = patch(json!({"name": "Renamed", "quota_sync_s": 5})).await;
+    assert_eq!(r.status.as_u16() / 100, 4, "{}", r.body);
+    assert!(
+        r.body["detail"].to_string().contains("10 to 3600"),
+        "{}",
+        r.body
+    );
+    let r = patch(json!({"quota_sync_s": null})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["quota_sync_s"].is_null(), "{}", r.body);
+    assert_eq!(
+        r.body["name"], "Gamma",
+        "the refused change renamed nothing"
+    );
     // Suspend → the tenant host says suspended; resume → back.
     let r = call(
         &e.app,

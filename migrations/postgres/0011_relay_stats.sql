@@ -1,0 +1,6 @@
+-- What each relay node last reported about itself (issue 8, operator console): a JSON snapshot
+-- of its in-process metrics (peers, handshakes, drops by admission stage), written with its
+-- heartbeat (`last_seen`) so any node's console can show every relay.
+ALTER TABLE relay_nodes ADD COLUMN stats text;
+-- Not a secret: the system role reads it with the rest of the node's public columns.
+GRANT SELECT (stats) ON relay_nodes TO proxpanel_system;
