@@ -153,18 +153,16 @@ impl Combiner {
                     tokio::task::yield_now().await;
                 }
             }
-            let entries: Vec<Entry> = got.iter().flat_map(|h| h.entries.iter().cloned()).collect();
-            let result = {
+            let results = {
                 let _turn = match &self.gate {
                     Some(g) => Some(g.lock().await),
                     None => None,
                 };
-                apply(&self.store, &mut lane, &entries)
-                    .await
-                    .map_err(|e| e.to_string())
+                let batches: Vec<&[Entry]> = got.iter().map(|h| h.entries.as_slice()).collect();
+                apply_batches(&self.store, &mut lane, &batches).await
             };
-            for h in got {
-                let _ = h.done.send(result.clone());
+            for (h, r) in got.into_iter().zip(results) {
+                let _ = h.done.send(r);
             }
         }
     }
@@ -340,44 +338,175 @@ impl AcctWriter {
     }
 }
 
+/// Applies one batch in order, stopping at the first error (spool replay).
 async fn apply(store: &Store, lane: &mut AcctLane, entries: &[Entry]) -> Result<(), StoreError> {
-    // Tenants are independent (a session and a NAS belong to one tenant): one pass per tenant,
-    // in order within it, so a batch costs one transaction per tenant and per CloseNas.
-    let mut order: Vec<TenantId> = Vec::new();
-    let mut by_tenant: HashMap<TenantId, Vec<&Entry>> = HashMap::new();
-    for e in entries {
-        by_tenant
-            .entry(e.tenant)
-            .or_insert_with(|| {
-                order.push(e.tenant);
-                Vec::new()
-            })
-            .push(e);
+    for (tenant, list) in by_tenant(&[entries]).0 {
+        apply_tenant(store, lane, tenant, &list).await?;
     }
-    for tenant in order {
-        let Some(list) = by_tenant.get(&tenant) else {
-            continue;
-        };
-        let mut i = 0;
-        while i < list.len() {
-            match &list[i].op {
-                AcctOp::CloseNas { nas, at, cause } => {
-                    store
-                        .tenant(tenant)
-                        .close_nas_sessions(*nas, *at, cause)
-                        .await?;
-                    i += 1;
-                }
-                AcctOp::Record(_) => {
-                    let mut recs = Vec::new();
-                    while let Some(AcctOp::Record(r)) = list.get(i).map(|e| &e.op) {
-                        recs.push(r.clone());
-                        i += 1;
-                    }
-                    store.record_accounting_in(lane, tenant, &recs).await?;
+    Ok(())
+}
+
+/// The entries of `batches` grouped by tenant (tenants in order of first appearance, entries in
+/// order within each), with the batches each tenant's entries came from.
+#[allow(clippy::type_complexity)]
+fn by_tenant<'e>(batches: &[&'e [Entry]]) -> (Vec<(TenantId, Vec<&'e Entry>)>, Vec<Vec<usize>>) {
+    let mut groups: Vec<(TenantId, Vec<&'e Entry>)> = Vec::new();
+    let mut owners: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<TenantId, usize> = HashMap::new();
+    for (b, entries) in batches.iter().enumerate() {
+        for e in entries.iter() {
+            let g = *index.entry(e.tenant).or_insert_with(|| {
+                groups.push((e.tenant, Vec::new()));
+                owners.push(Vec::new());
+                groups.len() - 1
+            });
+            if let (Some((_, list)), Some(o)) = (groups.get_mut(g), owners.get_mut(g)) {
+                list.push(e);
+                if o.last() != Some(&b) {
+                    o.push(b);
                 }
             }
         }
+    }
+    (groups, owners)
+}
+
+/// Whether an error means the store cannot be reached at all (as opposed to one tenant's
+/// statement failing): then the remaining tenants of a combined batch are not tried.
+fn store_unreachable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Connect { .. }
+            | StoreError::Db(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+    )
+}
+
+/// Applies the batches of several shards together, one transaction per tenant (tenants are
+/// independent: a session and a NAS belong to one tenant), and returns each batch's outcome: a
+/// batch succeeds only if every tenant it holds records of committed. A tenant that fails fails
+/// exactly the batches holding its records (their shards spool them whole; re-applying the
+/// committed part on replay is idempotent); the other tenants still commit and their batches are
+/// acknowledged. Once the store is unreachable the tenants not yet written are not tried.
+async fn apply_batches(
+    store: &Store,
+    lane: &mut AcctLane,
+    batches: &[&[Entry]],
+) -> Vec<Result<(), String>> {
+    let mut out: Vec<Result<(), String>> = vec![Ok(()); batches.len()];
+    let (groups, owners) = by_tenant(batches);
+    let mut down: Option<String> = None;
+    for ((tenant, list), owners) in groups.into_iter().zip(owners) {
+        let r = match &down {
+            Some(e) => Err(e.clone()),
+            None => apply_tenant(store, lane, tenant, &list).await.map_err(|e| {
+                let msg = e.to_string();
+                if store_unreachable(&e) {
+                    down = Some(msg.clone());
+                } else {
+                    tracing::error!(error = %msg, tenant = %tenant, "accounting batch of one tenant failed; its shards spool it");
+                }
+                msg
+            }),
+        };
+        if let Err(e) = r {
+            for b in owners {
+                if let Some(slot @ Ok(())) = out.get_mut(b) {
+                    *slot = Err(e.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One tenant's entries in order: one transaction per run of records and per CloseNas.
+async fn apply_tenant(
+    store: &Store,
+    lane: &mut AcctLane,
+    tenant: TenantId,
+    list: &[&Entry],
+) -> Result<(), StoreError> {
+    let mut i = 0;
+    while i < list.len() {
+        match &list[i].op {
+            AcctOp::CloseNas { nas, at, cause } => {
+                store
+                    .tenant(tenant)
+                    .close_nas_sessions(*nas, *at, cause)
+                    .await?;
+                i += 1;
+            }
+            AcctOp::Record(_) => {
+                let mut recs = Vec::new();
+                while let Some(AcctOp::Record(r)) = list.get(i).map(|e| &e.op) {
+                    recs.push(r.clone());
+                    i += 1;
+                }
+                match store.record_accounting_in(lane, tenant, &recs).await {
+                    Ok(()) => {}
+                    Err(e) if missing_reference(&e) => {
+                        apply_orphans(store, lane, tenant, &recs).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether an error is a reference to a row that no longer exists: the session's subscriber,
+/// NAS or tenant was deleted while its record was in flight. Retrying cannot help, and a record
+/// kept in the spool for ever would hold back every later record of its shard.
+fn missing_reference(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(d))
+        if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+/// Applies records one at a time (in order) after their batch referred to a deleted row: a
+/// record whose subscriber is gone is stored without it (as `ON DELETE SET NULL` would have left
+/// it); one whose NAS or tenant is gone is dropped with a warning, since deleting those deletes
+/// their sessions too. Any other error stops here, as in a batch.
+async fn apply_orphans(
+    store: &Store,
+    lane: &mut AcctLane,
+    tenant: TenantId,
+    recs: &[AcctRecord],
+) -> Result<(), StoreError> {
+    for r in recs {
+        let e = match store
+            .record_accounting_in(lane, tenant, std::slice::from_ref(r))
+            .await
+        {
+            Err(e) if missing_reference(&e) => e,
+            other => {
+                other?;
+                continue;
+            }
+        };
+        if r.subscriber.is_some() {
+            let mut bare = r.clone();
+            bare.subscriber = None;
+            match store
+                .record_accounting_in(lane, tenant, std::slice::from_ref(&bare))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%tenant, acct_session_id = %r.acct_session_id, "accounting record of a deleted subscriber stored without it");
+                    continue;
+                }
+                Err(e) if missing_reference(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::warn!(%tenant, nas = %r.nas, acct_session_id = %r.acct_session_id, error = %e, "accounting record dropped: its NAS or tenant no longer exists");
     }
     Ok(())
 }
