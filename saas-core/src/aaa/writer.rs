@@ -515,6 +515,7 @@ fn append(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let created = !path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -525,7 +526,17 @@ fn append(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
         buf.push(b'\n');
     }
     f.write_all(&buf)?;
-    f.sync_data()
+    f.sync_data()?;
+    // A new file's directory entry is durable only once its directory is synced: without this a
+    // crash right after the acknowledgement could lose the whole new spool.
+    if created {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Replaces `path` with `entries`, atomically (temporary file, fsync, rename, fsync of the
