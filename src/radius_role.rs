@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use dns::udp_batch::{RecvBatch, SendBatch};
 use saas_core::aaa::events::{EffectPublisher, parse_session_event};
 use saas_core::aaa::{Engine, Request};
 use saas_core::bus::{Bus, Next, kinds, next_event, next_of_kind};
@@ -123,7 +124,10 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
 }
 
-/// One receive loop of a listener; several share the socket.
+/// One receive loop of a listener; several share the socket. Datagrams are read in batches
+/// (`recvmmsg`: every one queued, up to `dns::udp_batch::BATCH`, in one system call) and the answers that are
+/// ready at once (warm Access-Requests) go back in one `sendmmsg`; with one datagram waiting a
+/// batch is that one, so latency does not change.
 async fn receive(
     socket: Arc<UdpSocket>,
     port: Port,
@@ -133,67 +137,81 @@ async fn receive(
     permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut buf = vec![0u8; 4096 + 1];
+    let mut rb = RecvBatch::default();
+    let mut sb = SendBatch::default();
     loop {
-        let (n, src) = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok(x) => x,
+        let n = tokio::select! {
+            r = rb.recv(&socket) => match r {
+                Ok(n) => n,
                 Err(e) => {
-                    tracing::debug!(error = %e, "recv_from failed");
+                    tracing::debug!(error = %e, "recvmmsg failed");
                     continue;
                 }
             },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let datagram = buf[..n].to_vec();
-        if datagram.first().is_none_or(|c| !port.accepts(*c)) {
-            engine_drop(&engine, "wrong_port");
-            continue;
-        }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (socket, engine, sources, events) = (
-            socket.clone(),
-            engine.clone(),
-            sources.clone(),
-            events.clone(),
-        );
-        let mut work = Box::pin(async move {
-            let _permit = permit;
-            let Some(nas) = sources.lookup(src.ip()).await else {
-                sources.log_unknown(src);
-                engine_drop(&engine, "unknown_source");
+        for i in 0..n {
+            let Some((datagram, Some(src))) = rb.get(i) else {
+                continue;
+            };
+            if datagram.first().is_none_or(|c| !port.accepts(*c)) {
+                engine_drop(&engine, "wrong_port");
+                continue;
+            }
+            let datagram = datagram.to_vec();
+            let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
             };
-            if nas.tenant_status == TenantStatus::Deleted
-                || nas.tenant_status == TenantStatus::Provisioning
-            {
-                engine_drop(&engine, "tenant_inactive");
-                return;
+            let (engine, sources, events) = (engine.clone(), sources.clone(), events.clone());
+            let mut work = Box::pin(async move {
+                let _permit = permit;
+                let Some(nas) = sources.lookup(src.ip()).await else {
+                    sources.log_unknown(src);
+                    engine_drop(&engine, "unknown_source");
+                    return None;
+                };
+                if nas.tenant_status == TenantStatus::Deleted
+                    || nas.tenant_status == TenantStatus::Provisioning
+                {
+                    engine_drop(&engine, "tenant_inactive");
+                    return None;
+                }
+                let out = engine
+                    .handle(Request {
+                        tenant: nas.tenant_id,
+                        nas: nas.nas_id,
+                        source: src,
+                        datagram: &datagram,
+                        now: saas_core::store::now(),
+                    })
+                    .await;
+                events.publish(nas.tenant_id, out.effects);
+                out.reply
+            });
+            // A warm Access-Request completes on its first poll: answering it here saves a task
+            // spawn and a hand-over between threads, and its answer joins the batch; only work
+            // that waits (accounting durability, a cold cache) moves to its own task.
+            match std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await {
+                std::task::Poll::Ready(Some(reply)) => {
+                    sb.slot().extend_from_slice(&reply);
+                    sb.commit(src);
+                }
+                std::task::Poll::Ready(None) => {}
+                std::task::Poll::Pending => {
+                    let socket = socket.clone();
+                    tokio::spawn(async move {
+                        if let Some(reply) = work.await
+                            && let Err(e) = socket.send_to(&reply, src).await
+                        {
+                            tracing::debug!(error = %e, %src, "send_to failed");
+                        }
+                    });
+                }
             }
-            let out = engine
-                .handle(Request {
-                    tenant: nas.tenant_id,
-                    nas: nas.nas_id,
-                    source: src,
-                    datagram: &datagram,
-                    now: saas_core::store::now(),
-                })
-                .await;
-            if let Some(reply) = out.reply
-                && let Err(e) = socket.send_to(&reply, src).await
-            {
-                tracing::debug!(error = %e, %src, "send_to failed");
-            }
-            events.publish(nas.tenant_id, out.effects);
-        });
-        // A warm Access-Request completes on its first poll: answering it here saves a task
-        // spawn and a hand-over between threads; only work that waits (accounting durability,
-        // a cold cache) moves to its own task.
-        let first = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
-        if first.is_pending() {
-            tokio::spawn(work);
+        }
+        let failed = sb.flush(&socket).await;
+        if failed > 0 {
+            tracing::debug!(failed, "sendmmsg could not send some answers");
         }
     }
 }

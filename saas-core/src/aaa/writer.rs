@@ -7,6 +7,13 @@
 //! while different sessions commit concurrently (PostgreSQL flushes concurrent commits together).
 //! While a shard spools, nothing of that shard reaches the store before its spool is replayed.
 //!
+//! The shards do not commit on their own: each hands its batch to the combiner, which writes
+//! every batch that is ready (from all shards) in one transaction per tenant. At low concurrency
+//! a few outstanding records would otherwise be split into one tiny commit per shard, and a
+//! commit (its WAL flush, BEGIN/COMMIT round trips) costs the database far more than a record;
+//! while the combiner commits, the shards fill their next batches (group commit). A shard has at
+//! most one batch at the combiner, so a session's records still reach the store in order.
+//!
 //! Replay is exactly-once because applying a record is idempotent: a session row takes the id
 //! of the record that opened it, counters only move up, and Accounting-On/Off only closes sessions
 //! that started before it.
@@ -24,7 +31,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::ids::{NasId, TenantId};
 use crate::model::AcctRecord;
-use crate::store::{Store, StoreError};
+use crate::store::{AcctLane, Store, StoreError};
 
 /// One accounting operation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,6 +88,8 @@ pub const SHARDS: usize = 4;
 pub struct AcctWriter {
     shards: Arc<[mpsc::Sender<Job>]>,
     spooled: Arc<[AtomicU64]>,
+    /// Jobs submitted and not yet handed to the combiner (or spooled).
+    queued: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for AcctWriter {
@@ -94,6 +103,70 @@ impl std::fmt::Debug for AcctWriter {
 
 /// Most operations committed in one batch.
 const BATCH: usize = 512;
+
+/// Combined commits running at once. One: the next combined batch fills while the current one
+/// commits, which at every measured concurrency beat two smaller commits side by side (see
+/// infra/bench/radius.sh).
+const LANES: usize = 1;
+
+/// How many times the combiner yields, after taking the batches that are ready, for shards that
+/// still hold queued records to hand theirs over too (a shard task woken by the last commit may
+/// not have run yet). A yield costs microseconds; a commit split in two costs a WAL flush.
+const GATHER_YIELDS: usize = 4;
+
+/// A shard's batch at the combiner, and where the outcome goes.
+struct Handover {
+    entries: Vec<Entry>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Writes the shards' batches together (see the module documentation).
+struct Combiner {
+    store: Store,
+    /// Taken around every store write when the backend allows one writer at a time.
+    gate: Option<Arc<Mutex<()>>>,
+    rx: Arc<Mutex<mpsc::Receiver<Handover>>>,
+    /// Jobs submitted to a shard and not yet handed to the combiner.
+    queued: Arc<AtomicU64>,
+}
+
+impl Combiner {
+    async fn run(self) {
+        let mut lane = AcctLane::default();
+        loop {
+            let mut got = Vec::new();
+            {
+                let mut rx = self.rx.lock().await;
+                match rx.recv().await {
+                    Some(h) => got.push(h),
+                    None => return,
+                }
+                let mut yields = 0;
+                loop {
+                    while let Ok(h) = rx.try_recv() {
+                        got.push(h);
+                    }
+                    if yields == GATHER_YIELDS || self.queued.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    yields += 1;
+                    tokio::task::yield_now().await;
+                }
+            }
+            let results = {
+                let _turn = match &self.gate {
+                    Some(g) => Some(g.lock().await),
+                    None => None,
+                };
+                let batches: Vec<&[Entry]> = got.iter().map(|h| h.entries.as_slice()).collect();
+                apply_batches(&self.store, &mut lane, &batches).await
+            };
+            for (h, r) in got.into_iter().zip(results) {
+                let _ = h.done.send(r);
+            }
+        }
+    }
+}
 
 /// The spool file of shard `i`: shard 0 uses `spool` itself (so a spool left by an unsharded
 /// writer is found), shard `i > 0` uses `<stem>-<i>.<ext>` in the same directory
@@ -154,6 +227,8 @@ impl AcctWriter {
             rxs.push(rx);
         }
         let counts = spooled.clone();
+        let queued = Arc::new(AtomicU64::new(0));
+        let in_queue = queued.clone();
         tokio::spawn(async move {
             // Before any shard runs (submissions wait in the queues): a record left in the wrong
             // shard's spool (one written by the unsharded writer) moves to its own shard's, so
@@ -173,6 +248,19 @@ impl AcctWriter {
             // SQLite has one writer at a time: the shards take turns at committing rather than
             // wait in SQLite's busy handler (which sleeps in steps of milliseconds).
             let gate = (store.backend_name() == "sqlite").then(|| Arc::new(Mutex::new(())));
+            let (combine, combined) = mpsc::channel(SHARDS);
+            let combined = Arc::new(Mutex::new(combined));
+            for _ in 0..LANES {
+                tokio::spawn(
+                    Combiner {
+                        store: store.clone(),
+                        gate: gate.clone(),
+                        rx: combined.clone(),
+                        queued: in_queue.clone(),
+                    }
+                    .run(),
+                );
+            }
             for (i, (rx, path)) in rxs.into_iter().zip(paths).enumerate() {
                 let shard = Shard {
                     store: store.clone(),
@@ -180,6 +268,8 @@ impl AcctWriter {
                     counts: counts.clone(),
                     index: i,
                     gate: gate.clone(),
+                    combine: combine.clone(),
+                    queued: in_queue.clone(),
                 };
                 tokio::spawn(shard.run(rx));
             }
@@ -187,6 +277,7 @@ impl AcctWriter {
         Self {
             shards: txs.into(),
             spooled,
+            queued,
         }
     }
 
@@ -198,13 +289,19 @@ impl AcctWriter {
     ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
         let (done, wait) = oneshot::channel();
         let tx = self.shards.get(shard).ok_or(WriteError::Stopped)?;
-        tx.send(Job {
-            entry,
-            barrier,
-            done,
-        })
-        .await
-        .map_err(|_| WriteError::Stopped)?;
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        if tx
+            .send(Job {
+                entry,
+                barrier,
+                done,
+            })
+            .await
+            .is_err()
+        {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(WriteError::Stopped);
+        }
         Ok(wait)
     }
 
@@ -241,44 +338,175 @@ impl AcctWriter {
     }
 }
 
-async fn apply(store: &Store, entries: &[Entry]) -> Result<(), StoreError> {
-    // Tenants are independent (a session and a NAS belong to one tenant): one pass per tenant,
-    // in order within it, so a batch costs one transaction per tenant and per CloseNas.
-    let mut order: Vec<TenantId> = Vec::new();
-    let mut by_tenant: HashMap<TenantId, Vec<&Entry>> = HashMap::new();
-    for e in entries {
-        by_tenant
-            .entry(e.tenant)
-            .or_insert_with(|| {
-                order.push(e.tenant);
-                Vec::new()
-            })
-            .push(e);
+/// Applies one batch in order, stopping at the first error (spool replay).
+async fn apply(store: &Store, lane: &mut AcctLane, entries: &[Entry]) -> Result<(), StoreError> {
+    for (tenant, list) in by_tenant(&[entries]).0 {
+        apply_tenant(store, lane, tenant, &list).await?;
     }
-    for tenant in order {
-        let Some(list) = by_tenant.get(&tenant) else {
-            continue;
-        };
-        let mut i = 0;
-        while i < list.len() {
-            match &list[i].op {
-                AcctOp::CloseNas { nas, at, cause } => {
-                    store
-                        .tenant(tenant)
-                        .close_nas_sessions(*nas, *at, cause)
-                        .await?;
-                    i += 1;
-                }
-                AcctOp::Record(_) => {
-                    let mut recs = Vec::new();
-                    while let Some(AcctOp::Record(r)) = list.get(i).map(|e| &e.op) {
-                        recs.push(r.clone());
-                        i += 1;
-                    }
-                    store.tenant(tenant).record_accounting(&recs).await?;
+    Ok(())
+}
+
+/// The entries of `batches` grouped by tenant (tenants in order of first appearance, entries in
+/// order within each), with the batches each tenant's entries came from.
+#[allow(clippy::type_complexity)]
+fn by_tenant<'e>(batches: &[&'e [Entry]]) -> (Vec<(TenantId, Vec<&'e Entry>)>, Vec<Vec<usize>>) {
+    let mut groups: Vec<(TenantId, Vec<&'e Entry>)> = Vec::new();
+    let mut owners: Vec<Vec<usize>> = Vec::new();
+    let mut index: HashMap<TenantId, usize> = HashMap::new();
+    for (b, entries) in batches.iter().enumerate() {
+        for e in entries.iter() {
+            let g = *index.entry(e.tenant).or_insert_with(|| {
+                groups.push((e.tenant, Vec::new()));
+                owners.push(Vec::new());
+                groups.len() - 1
+            });
+            if let (Some((_, list)), Some(o)) = (groups.get_mut(g), owners.get_mut(g)) {
+                list.push(e);
+                if o.last() != Some(&b) {
+                    o.push(b);
                 }
             }
         }
+    }
+    (groups, owners)
+}
+
+/// Whether an error means the store cannot be reached at all (as opposed to one tenant's
+/// statement failing): then the remaining tenants of a combined batch are not tried.
+fn store_unreachable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Connect { .. }
+            | StoreError::Db(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::Protocol(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+    )
+}
+
+/// Applies the batches of several shards together, one transaction per tenant (tenants are
+/// independent: a session and a NAS belong to one tenant), and returns each batch's outcome: a
+/// batch succeeds only if every tenant it holds records of committed. A tenant that fails fails
+/// exactly the batches holding its records (their shards spool them whole; re-applying the
+/// committed part on replay is idempotent); the other tenants still commit and their batches are
+/// acknowledged. Once the store is unreachable the tenants not yet written are not tried.
+async fn apply_batches(
+    store: &Store,
+    lane: &mut AcctLane,
+    batches: &[&[Entry]],
+) -> Vec<Result<(), String>> {
+    let mut out: Vec<Result<(), String>> = vec![Ok(()); batches.len()];
+    let (groups, owners) = by_tenant(batches);
+    let mut down: Option<String> = None;
+    for ((tenant, list), owners) in groups.into_iter().zip(owners) {
+        let r = match &down {
+            Some(e) => Err(e.clone()),
+            None => apply_tenant(store, lane, tenant, &list).await.map_err(|e| {
+                let msg = e.to_string();
+                if store_unreachable(&e) {
+                    down = Some(msg.clone());
+                } else {
+                    tracing::error!(error = %msg, tenant = %tenant, "accounting batch of one tenant failed; its shards spool it");
+                }
+                msg
+            }),
+        };
+        if let Err(e) = r {
+            for b in owners {
+                if let Some(slot @ Ok(())) = out.get_mut(b) {
+                    *slot = Err(e.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One tenant's entries in order: one transaction per run of records and per CloseNas.
+async fn apply_tenant(
+    store: &Store,
+    lane: &mut AcctLane,
+    tenant: TenantId,
+    list: &[&Entry],
+) -> Result<(), StoreError> {
+    let mut i = 0;
+    while i < list.len() {
+        match &list[i].op {
+            AcctOp::CloseNas { nas, at, cause } => {
+                store
+                    .tenant(tenant)
+                    .close_nas_sessions(*nas, *at, cause)
+                    .await?;
+                i += 1;
+            }
+            AcctOp::Record(_) => {
+                let mut recs = Vec::new();
+                while let Some(AcctOp::Record(r)) = list.get(i).map(|e| &e.op) {
+                    recs.push(r.clone());
+                    i += 1;
+                }
+                match store.record_accounting_in(lane, tenant, &recs).await {
+                    Ok(()) => {}
+                    Err(e) if missing_reference(&e) => {
+                        apply_orphans(store, lane, tenant, &recs).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether an error is a reference to a row that no longer exists: the session's subscriber,
+/// NAS or tenant was deleted while its record was in flight. Retrying cannot help, and a record
+/// kept in the spool for ever would hold back every later record of its shard.
+fn missing_reference(e: &StoreError) -> bool {
+    matches!(e, StoreError::Db(sqlx::Error::Database(d))
+        if d.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+/// Applies records one at a time (in order) after their batch referred to a deleted row: a
+/// record whose subscriber is gone is stored without it (as `ON DELETE SET NULL` would have left
+/// it); one whose NAS or tenant is gone is dropped with a warning, since deleting those deletes
+/// their sessions too. Any other error stops here, as in a batch.
+async fn apply_orphans(
+    store: &Store,
+    lane: &mut AcctLane,
+    tenant: TenantId,
+    recs: &[AcctRecord],
+) -> Result<(), StoreError> {
+    for r in recs {
+        let e = match store
+            .record_accounting_in(lane, tenant, std::slice::from_ref(r))
+            .await
+        {
+            Err(e) if missing_reference(&e) => e,
+            other => {
+                other?;
+                continue;
+            }
+        };
+        if r.subscriber.is_some() {
+            let mut bare = r.clone();
+            bare.subscriber = None;
+            match store
+                .record_accounting_in(lane, tenant, std::slice::from_ref(&bare))
+                .await
+            {
+                Ok(()) => {
+                    tracing::info!(%tenant, acct_session_id = %r.acct_session_id, "accounting record of a deleted subscriber stored without it");
+                    continue;
+                }
+                Err(e) if missing_reference(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::warn!(%tenant, nas = %r.nas, acct_session_id = %r.acct_session_id, error = %e, "accounting record dropped: its NAS or tenant no longer exists");
     }
     Ok(())
 }
@@ -287,6 +515,7 @@ fn append(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    let created = !path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -297,7 +526,17 @@ fn append(path: &Path, entries: &[Entry]) -> std::io::Result<()> {
         buf.push(b'\n');
     }
     f.write_all(&buf)?;
-    f.sync_data()
+    f.sync_data()?;
+    // A new file's directory entry is durable only once its directory is synced: without this a
+    // crash right after the acknowledgement could lose the whole new spool.
+    if created {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Replaces `path` with `entries`, atomically (temporary file, fsync, rename, fsync of the
@@ -387,8 +626,11 @@ fn read_spool(path: &Path) -> std::io::Result<Vec<Entry>> {
 /// Replays the whole spool; on success removes it.
 async fn replay(store: &Store, path: &Path) -> Result<usize, String> {
     let entries = read_spool(path).map_err(|e| e.to_string())?;
+    let mut lane = AcctLane::default();
     for chunk in entries.chunks(BATCH) {
-        apply(store, chunk).await.map_err(|e| e.to_string())?;
+        apply(store, &mut lane, chunk)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     std::fs::remove_file(path)
         .or_else(|e| {
@@ -410,15 +652,25 @@ struct Shard {
     index: usize,
     /// Taken around every store write when the backend allows one writer at a time.
     gate: Option<Arc<Mutex<()>>>,
+    /// The combiner, which commits this shard's batches together with the other shards'.
+    combine: mpsc::Sender<Handover>,
+    /// Jobs submitted and not yet handed to the combiner (shared by all shards).
+    queued: Arc<AtomicU64>,
 }
 
 impl Shard {
-    async fn apply(&self, entries: &[Entry]) -> Result<(), StoreError> {
-        let _turn = match &self.gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        };
-        apply(&self.store, entries).await
+    /// Commits `entries` through the combiner.
+    async fn apply(&self, entries: Vec<Entry>) -> Result<(), String> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.combine
+            .send(Handover { entries, done })
+            .await
+            .map_err(|_| "accounting combiner stopped".to_string())?;
+        wait.await
+            .map_err(|_| "accounting combiner stopped".to_string())?
     }
 
     async fn replay(&self) -> Result<usize, String> {
@@ -459,6 +711,8 @@ impl Shard {
                     Err(_) => break,
                 }
             }
+            // Taken off the queue: the combiner need not wait for these.
+            self.queued.fetch_sub(jobs.len() as u64, Ordering::AcqRel);
             if spooling {
                 match self.replay().await {
                     Ok(n) => {
@@ -494,11 +748,11 @@ impl Shard {
                     .filter(|j| !j.barrier)
                     .map(|j| j.entry.clone())
                     .collect();
-                match self.apply(&records).await {
+                match self.apply(records).await {
                     Ok(()) => Ok(()),
                     Err(e) => {
                         tracing::error!(error = %e, shard, spool = %spool.display(), "store write failed; accounting goes to the local spool until the store is back");
-                        let r = spool_or_fail(spool, &all, spooled, e.to_string());
+                        let r = spool_or_fail(spool, &all, spooled, e);
                         spooling = r.is_ok();
                         r
                     }

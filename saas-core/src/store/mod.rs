@@ -156,7 +156,42 @@ macro_rules! dispatch {
     };
 }
 
+/// What the accounting writer keeps between its batches. On PostgreSQL: a connection of its
+/// own with the tenant it last set, so a warm batch costs one round trip (no pool acquire and
+/// ping, no BEGIN/COMMIT around a single statement). Elsewhere: nothing.
+#[derive(Default)]
+pub struct AcctLane {
+    conn: Option<sqlx::PgConnection>,
+    tenant: Option<TenantId>,
+}
+
+impl std::fmt::Debug for AcctLane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcctLane")
+            .field("connected", &self.conn.is_some())
+            .field("tenant", &self.tenant)
+            .finish()
+    }
+}
+
 impl Store {
+    /// Applies a tenant's accounting records in order, through the writer's `lane`; durable
+    /// when this returns (as [`TenantScope::record_accounting`]).
+    pub async fn record_accounting_in(
+        &self,
+        lane: &mut AcctLane,
+        tenant: TenantId,
+        records: &[AcctRecord],
+    ) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match &self.inner.backend {
+            Backend::Postgres(b) => b.acct_apply_lane(lane, tenant, records).await,
+            Backend::Sqlite(_) => self.tenant(tenant).record_accounting(records).await,
+        }
+    }
+
     /// Connects and applies migrations.
     pub async fn open(opts: &StoreOptions, secrets: SecretBox) -> Result<Self> {
         let store = Self::connect(opts, secrets).await?;

@@ -771,7 +771,7 @@ impl Db {
     }
 
     /// One accounting record, applied alone.
-    async fn acct_one(&self, tx: &mut Transaction<'static, DbKind>, t: TenantId, r: &AcctRecord) -> Result<()> {
+    async fn acct_one(&self, conn: &mut <DbKind as sqlx::Database>::Connection, t: TenantId, r: &AcctRecord) -> Result<()> {
             let started = r.at - chrono::Duration::seconds(r.session_time_s.max(0));
             let stop = r.kind == AcctKind::Stop;
             if r.kind == AcctKind::Start {
@@ -783,7 +783,7 @@ impl Db {
                 )
                 .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id)
                 .bind(started - chrono::Duration::seconds(5)).bind(started + chrono::Duration::seconds(5))
-                .fetch_optional(&mut **tx).await?;
+                .fetch_optional(&mut *conn).await?;
                 if again.is_some() {
                     return Ok(());
                 }
@@ -802,7 +802,7 @@ impl Db {
                 )
                 .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id).bind(r.input_octets).bind(r.output_octets).bind(r.session_time_s)
                 .bind(r.framed_ip.as_deref()).bind(r.at).bind(stop).bind(r.terminate_cause.as_deref())
-                .execute(&mut **tx).await?;
+                .execute(&mut *conn).await?;
                 if res.rows_affected() > 0 {
                     return Ok(());
                 }
@@ -814,7 +814,7 @@ impl Db {
                 )
                 .bind(t.0).bind(r.nas.0).bind(&r.acct_session_id)
                 .bind(started - chrono::Duration::seconds(120)).bind(started + chrono::Duration::seconds(120))
-                .fetch_optional(&mut **tx).await?;
+                .fetch_optional(&mut *conn).await?;
                 if let Some(id) = closed {
                     sqlx::query(
                         "UPDATE radius_sessions SET
@@ -824,7 +824,7 @@ impl Db {
                          WHERE tenant_id = $1 AND id = $2",
                     )
                     .bind(t.0).bind(id).bind(r.input_octets).bind(r.output_octets).bind(r.session_time_s)
-                    .execute(&mut **tx).await?;
+                    .execute(&mut *conn).await?;
                     return Ok(());
                 }
             }
@@ -838,7 +838,7 @@ impl Db {
             .bind(r.framed_ip.as_deref()).bind(r.calling_station_id.as_deref()).bind(r.nas_port_id.as_deref())
             .bind(started).bind(r.at).bind(if stop { Some(r.at) } else { None }).bind(r.session_time_s)
             .bind(r.input_octets).bind(r.output_octets).bind(r.terminate_cause.as_deref())
-            .execute(&mut **tx).await?;
+            .execute(&mut *conn).await?;
                 Ok(())
     }
 

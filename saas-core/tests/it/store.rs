@@ -976,15 +976,29 @@ async fn accounting_batch_equals_one_by_one() {
             v
         };
         let mut tables = Vec::new();
-        for (slug, chunk) in [
-            ("one-by-one", 1usize),
-            ("batch-all", 10_000),
-            ("batch-7", 7),
+        // The accounting writer's lane (its own connection on PostgreSQL, the tenant set once
+        // per switch): shared by the lane-* tenants, so it switches tenant between them (RLS
+        // would refuse a row written under the previous tenant).
+        let mut lane = saas_core::store::AcctLane::default();
+        for (slug, chunk, through_lane) in [
+            ("one-by-one", 1usize, false),
+            ("batch-all", 10_000, false),
+            ("batch-7", 7, false),
+            ("lane-all", 10_000, true),
+            ("lane-7", 7, true),
+            ("lane-1", 1, true),
         ] {
             let a = tenant(&ts, slug).await;
             let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
             for c in script(nas.id).chunks(chunk) {
-                a.record_accounting(c).await.unwrap();
+                if through_lane {
+                    ts.store
+                        .record_accounting_in(&mut lane, a.tenant_id(), c)
+                        .await
+                        .unwrap();
+                } else {
+                    a.record_accounting(c).await.unwrap();
+                }
             }
             let mut rows: Vec<_> = a
                 .sessions(false, 1000)
