@@ -161,15 +161,20 @@ pub fn routeros_script(i: &ScriptInput<'_>) -> String {
     let port = p["relay_endpoint_port"].as_u64().unwrap_or(51820);
     let tunnel = s("tunnel_address");
     let router_ip = tunnel.split('/').next().unwrap_or_default().to_owned();
-    let key = match i.private_key {
-        Some(k) => format!(" private-key={}", ros_quote(k)),
-        None => String::new(),
+    let (key, key_note) = match i.private_key {
+        Some(k) => (format!(" private-key={}", ros_quote(k)), ""),
+        // Without the key (the router brought its own, or ours was shown only once) a new
+        // interface would get a key the relay does not know: the script says so.
+        None => (
+            String::new(),
+            "# No WireGuard private key here: the router keeps the key of its interface \"proxpanel\" (its public key is the one registered with ProxPanel); on a router without it, add this router again for a new key pair.\n",
+        ),
     };
     let coa = i.coa_port;
     format!(
         r#"# ProxPanel: WireGuard tunnel, RADIUS and API access for NAS {nas} of {tenant}.
 # Paste once into a RouterOS v7 terminal. Everything it adds carries the comment "proxpanel".
-/interface wireguard add name=proxpanel listen-port=13231 mtu=1420{key} comment="proxpanel"
+{key_note}/interface wireguard add name=proxpanel listen-port=13231 mtu=1420{key} comment="proxpanel"
 /interface wireguard peers add interface=proxpanel public-key={relay_pub} endpoint-address={host} endpoint-port={port} allowed-address={relay_ip}/32 persistent-keepalive=25s comment="proxpanel relay"
 /ip address add address={tunnel} interface=proxpanel comment="proxpanel"
 # Only the platform may reach the router through the tunnel: API, API-SSL, CoA and ping.
@@ -771,5 +776,6 @@ mod tests {
             interim_s: 60,
         });
         assert!(!s.contains("private-key"));
+        assert!(s.contains("# No WireGuard private key here"), "{s}");
     }
 }

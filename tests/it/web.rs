@@ -115,6 +115,7 @@ fn browser_signup_plan_subscriber_router_then_operator_suspends() {
         "04-dashboard",
         "08-subscribers",
         "09-router-script",
+        "09b-audit",
         "12-suspended",
     ] {
         assert!(

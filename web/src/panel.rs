@@ -1814,6 +1814,8 @@ struct ScriptPage {
     tunnel_address: String,
     endpoint: String,
     script: String,
+    /// Shown again on request (no private key), not in the answer that added the router.
+    again: bool,
 }
 
 fn no_relay() -> WebError {
@@ -1834,6 +1836,7 @@ fn script_page(
     steps: Checklist,
     name: String,
     p: &serde_json::Value,
+    again: bool,
 ) -> Response {
     let page = ScriptPage {
         l: layout(t, v, format!("Router {name}"), "/routers"),
@@ -1850,6 +1853,7 @@ fn script_page(
         },
         script: p["routeros_script"].as_str().unwrap_or("").into(),
         name,
+        again,
     };
     let mut r = render(&page);
     r.headers_mut()
@@ -1931,7 +1935,8 @@ async fn create_router(
                 let key = opt(&f.public_key);
                 match peers.add_peer(&o, &name, key.as_deref()).await {
                     Ok(p) => {
-                        let mut r = script_page(&t.0, &v, nas.id, Checklist::default(), name, &p);
+                        let mut r =
+                            script_page(&t.0, &v, nas.id, Checklist::default(), name, &p, false);
                         *r.status_mut() = StatusCode::CREATED;
                         return Ok(r);
                     }
@@ -2100,7 +2105,15 @@ async fn router_script(
     let o = ops(&ws, &t, &a.0, ip);
     let p = peers.script(&o, &nas.name).await?;
     o.audit("peer.script", &nas.name).await?;
-    Ok(script_page(&t.0, &v, nas.id, steps, nas.name.clone(), &p))
+    Ok(script_page(
+        &t.0,
+        &v,
+        nas.id,
+        steps,
+        nas.name.clone(),
+        &p,
+        true,
+    ))
 }
 
 async fn confirm_delete_router(

@@ -146,6 +146,23 @@ try {
   if (!script.includes("/interface wireguard add")) throw new Error(`no RouterOS script: ${script.slice(0, 300)}`);
   if (!(await page.isVisible("button[data-copy]"))) throw new Error("the copy button is not shown");
   await shot("09-router-script");
+
+  step("show the router script again (confirmed, audited)");
+  await page.click("nav.main >> text=Routers");
+  await page.click("table >> text=core-1");
+  await page.click("text=Show the router script again");
+  await expectText("Show the script of core-1 again?");
+  await page.click("main button[type=submit]");
+  // The same script, less the private key (shown only once, never stored), and a page that says so.
+  await expectText("Script of router core-1");
+  if (!(await page.isVisible("#no-key"))) throw new Error("the re-shown script does not say it has no private key");
+  const again = await page.textContent("#script");
+  if (again.includes("private-key=") || !again.includes("# No WireGuard private key here")
+      || again.replace(/^# No WireGuard private key here.*\n/m, "") !== script.replace(/ private-key="[^"]*"/, ""))
+    throw new Error(`the script shown again is not the first one without its key:\n${script}\n---\n${again}`);
+  await page.click("nav.main >> text=Audit");
+  await page.waitForSelector("table >> text=peer.script");
+  await shot("09b-audit");
   if (errors.length) throw new Error(`browser errors: ${errors.join("; ")}`);
 
   step("operator signs in with TOTP and suspends the tenant");
