@@ -52,6 +52,7 @@
 #   PROXPANEL_BIN=…      use this binary instead of building target/release/proxpanel
 #   SKIP_BUILD=1         do not run cargo (target/release/proxpanel must exist)
 #   KEEP=1               keep the scratch directory (logs, raddb copies) for inspection
+#   PG_EXTRA_OPTS=      more postgres -c options (diagnostics: auto_explain via session_preload_libraries)
 #   QUIET_IDLE=80 QUIET_WAIT=120   before each measurement wait (at most QUIET_WAIT s) until the
 #                        CPUs are at least QUIET_IDLE % idle; the idle % seen is printed per point
 #   BENCH_TMPDIR=/tmp    parent of the scratch directory
@@ -96,6 +97,9 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         stop_pid "$pid"
     done
+    if [ "$KEEP" = 1 ] && [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        cp "$PP_SVC_TMP/pg-run/postgres.log" "$WORK/" 2>/dev/null
+    fi
     pp_services_down
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "$KEEP" = 1 ]; then
@@ -185,6 +189,9 @@ if [ "$PG_DURABLE" = 1 ] || [ "$PG_STATEMENTS" = 1 ]; then
     if [ "$PG_STATEMENTS" = 1 ]; then
         pgopts+=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.max=1000"
     fi
+    # Diagnostics, e.g. PG_EXTRA_OPTS="-c auto_explain.log_min_duration=20 ..." with
+    # session_preload_libraries=auto_explain; with KEEP=1 the server log is kept in the work dir.
+    pgopts+=" ${PG_EXTRA_OPTS:-}"
     _pp_as_pg "$PP_SVC_PG_BINDIR/pg_ctl" -D "$PP_SVC_PG_DATA" -m fast -w -t 60 \
         -l "$PP_SVC_TMP/pg-run/postgres.log" -o "$pgopts" \
         restart >/dev/null || die "PostgreSQL restart failed (log: $PP_SVC_TMP/pg-run/postgres.log)"
@@ -448,22 +455,40 @@ measure() {
             cpu="$(python3 -c "print(round(($s1 - $s0) / $HZ, 2), round(($p1 - $p0) / $HZ, 2), round(sum(map(float, '$(cat "$WORK/load.time")'.split())), 2))")"
             [ -n "$stmts" ] && stmt_snapshot "$dbname" "$stmts"
             after=
+            tail_ms=
             if [ -n "$rows_sql" ]; then
-                sleep 2
+                # How long after the last answer the database holds every acknowledged session
+                # (a system that acknowledges from a local spool drains it into the database
+                # afterwards; one that commits first is there at once). Polled, so it reads as
+                # "within N ms", N >= one query's time; at most 10 s, then the check below fails.
+                local want t0
+                want=$(python3 -c "import json; print(json.load(open('$WORK/load.json'))['ok'] // 3)")
+                t0=$(date +%s%N)
+                while :; do
+                    after=$(pg "$db" -tAF' ' -c "$rows_sql")
+                    if python3 -c "import sys; b, a = '$before'.split(), '$after'.split(); sys.exit(0 if int(a[0]) - int(b[0]) >= $want and int(a[1]) - int(b[1]) >= $want - $c else 1)"; then
+                        break
+                    fi
+                    [ $(( $(date +%s%N) - t0 )) -gt 10000000000 ] && break
+                    sleep 0.01
+                done
+                tail_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+                # Whatever else arrives late still counts (nothing should).
+                sleep 1
                 after=$(pg "$db" -tAF' ' -c "$rows_sql")
             fi
-            python3 - "$sys" "$mode" "$c" "$rep" "$out" "$before" "$after" "$idle" "$stmts" "$cpu" >>"$RESULTS" <<'EOF'
+            python3 - "$sys" "$mode" "$c" "$rep" "$out" "$before" "$after" "$idle" "$stmts" "$cpu" "$tail_ms" >>"$RESULTS" <<'EOF'
 import json, sys
-sys_, mode, c, rep, out, before, after, idle, stmts, cpu = sys.argv[1:11]
+sys_, mode, c, rep, out, before, after, idle, stmts, cpu, tail_ms = sys.argv[1:12]
 j = json.loads(out)
 rows = stopped = ""
 if before and after:
     b, a = [list(map(int, x.split())) for x in (before, after)]
     rows, stopped = a[0] - b[0], a[1] - b[1]
 print("\t".join(str(x) for x in (sys_, mode, c, rep, j["rps"], j["ok"], j["rejects"], j["timeouts"],
-                                 j.get("invalid", 0), j["p50_ms"], j["p99_ms"], rows, stopped, idle, stmts, cpu)))
+                                 j.get("invalid", 0), j["p50_ms"], j["p99_ms"], rows, stopped, idle, stmts, cpu, tail_ms)))
 EOF
-            log "$(tail -1 "$RESULTS" | awk -F'\t' '{printf "%s %s c=%s rep %s: %s req/s, ok %s, rejects %s, timeouts %s, p50 %s ms, p99 %s ms%s, %s%% idle before, CPU s server/db/loadgen %s", $1,$2,$3,$4,$5,$6,$7,$8,$10,$11, ($12!="" ? ", db rows +" $12 " (stopped +" $13 ")" : ""), $14, $16}')"
+            log "$(tail -1 "$RESULTS" | awk -F'\t' '{printf "%s %s c=%s rep %s: %s req/s, ok %s, rejects %s, timeouts %s, p50 %s ms, p99 %s ms%s, %s%% idle before, CPU s server/db/loadgen %s", $1,$2,$3,$4,$5,$6,$7,$8,$10,$11, ($12!="" ? ", db rows +" $12 " (stopped +" $13 "), all in the database " $17 " ms after the last answer" : ""), $14, $16}')"
         done
     done
 }
@@ -638,7 +663,7 @@ for n in notes:
     print(n)
 print()
 hdr = ["system", "request", "conc", "req/s", "p50 ms", "p99 ms", "ok", "rejects", "timeouts", "db rows",
-       "CPU µs/req srv+db+gen", "runs (req/s)", "idle% before"]
+       "in db after", "CPU µs/req srv+db+gen", "runs (req/s)", "idle% before"]
 table = []
 for key in order:
     sys_, mode, c = key
@@ -649,10 +674,12 @@ for key in order:
     table.append([sys_, "Access-Request" if mode == "auth" else "Accounting-Request", str(c),
                   f"{med(key, 4):,.0f}", f"{med(key, 9):.3f}", f"{med(key, 10):.3f}",
                   str(sum(int(r[5]) for r in rs)), str(sum(int(r[6]) for r in rs)),
-                  str(sum(int(r[7]) for r in rs)), rows_, cpu_per_req(rs),
+                  str(sum(int(r[7]) for r in rs)), rows_,
+                  (f"{max(int(r[16]) for r in rs)} ms" if rs[0][11] != "" and len(rs[0]) > 16 and rs[0][16] else ""),
+                  cpu_per_req(rs),
                   " ".join(f"{float(r[4]):.0f}" for r in rs), " ".join(r[13] for r in rs)])
 w = [max(len(h), *(len(t[i]) for t in table)) if table else len(h) for i, h in enumerate(hdr)]
-right = {3, 4, 5, 6, 7, 8, 10}
+right = {3, 4, 5, 6, 7, 8, 10, 11}
 def line(cells):
     print("  ".join(c.rjust(w[i]) if i in right else c.ljust(w[i]) for i, c in enumerate(cells)).rstrip())
 line(hdr)

@@ -375,6 +375,14 @@ impl Engine {
                 tracing::warn!(error = %e, "session ledger unavailable; reading the store");
             }
         }
+        // The store must have every acknowledged record before it seeds the ledger (records the
+        // writer spooled ahead of the store, an Accounting-On that closed sessions). After the
+        // wait it answers anyway: while the store is down the read fails on its own.
+        if !self.writer.settled(Duration::from_secs(1)).await {
+            tracing::debug!(
+                "accounting spool not yet in the store; seeding the ledger from it anyway"
+            );
+        }
         // Boxed: cold-path store futures are large; inline they would bloat every request's task.
         let seed = Box::pin(scope.ledger_seed(username, since)).await?;
         let u = seed.usage();

@@ -1,22 +1,34 @@
-//! Durable accounting: group commit to the store, or — when the store is down — an fsync'd
-//! local spool that is replayed in order once the store is back. A record is acknowledged (and
-//! the NAS gets its Accounting-Response) only after one of the two has it on disk.
+//! Durable accounting: group commit to the store, with an fsync'd local spool in front of it
+//! whenever the store is busy or down. A record is acknowledged (and the NAS gets its
+//! Accounting-Response) only after one of the two has it on disk.
 //!
-//! The writer has [`SHARDS`] shards, each with its own queue, group commit and spool; records are
-//! routed by (tenant, NAS, Acct-Session-Id), so a session's records stay in order in one shard
-//! while different sessions commit concurrently (PostgreSQL flushes concurrent commits together).
-//! While a shard spools, nothing of that shard reaches the store before its spool is replayed.
+//! The writer has [`SHARDS`] shards, each with its own queue and spool; records are routed by
+//! (tenant, NAS, Acct-Session-Id), so a session's records stay in order in one shard. Within a
+//! shard nothing reaches the store before what is spooled ahead of it.
+//!
+//! A shard with nothing at the store and nothing spooled sends new records straight to the store
+//! and acknowledges them when that commits (an idle system reads its own writes at once). While
+//! a batch of the shard is at the store, the records that arrive meanwhile are appended to the
+//! spool (one fsync for all of them) and acknowledged; the store then takes them, oldest first,
+//! in batches of up to [`DRAIN_MAX`] (this is FreeRADIUS's "decoupled accounting", the detail file
+//! in front of SQL, done in one process). A durable record then costs a local fsync (~0.1 ms)
+//! instead of a database round trip with planning (~1.5 ms for a small batch), and the database
+//! does much less work per record in large batches. A reader of the store may see a record a few
+//! milliseconds after the NAS got its answer; the session ledger waits for the spool before it is
+//! seeded from the store (see [`AcctWriter::settled`]). Spooled entries are bounded while the
+//! store is up ([`AHEAD_MAX`] per shard: a slower store slows the acknowledgements, it does not fall
+//! ever further behind) and unbounded while it is down.
 //!
 //! The shards do not commit on their own: each hands its batch to the combiner, which writes
 //! every batch that is ready (from all shards) in one transaction per tenant. At low concurrency
 //! a few outstanding records would otherwise be split into one tiny commit per shard, and a
-//! commit (its WAL flush, BEGIN/COMMIT round trips) costs the database far more than a record;
-//! while the combiner commits, the shards fill their next batches (group commit). A shard has at
-//! most one batch at the combiner, so a session's records still reach the store in order.
+//! commit (its WAL flush, BEGIN/COMMIT round trips) costs the database far more than a record.
+//! A shard has at most one batch at the combiner, so a session's records reach the store in order.
 //!
 //! Replay is exactly-once because applying a record is idempotent: a session row takes the id
 //! of the record that opened it, counters only move up, and Accounting-On/Off only closes sessions
-//! that started before it.
+//! that started before it. So a crash between a commit and the deletion of the spool segment it
+//! emptied only applies committed records again.
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -90,6 +102,9 @@ pub struct AcctWriter {
     spooled: Arc<[AtomicU64]>,
     /// Jobs submitted and not yet handed to the combiner (or spooled).
     queued: Arc<AtomicU64>,
+    /// Per shard: entries ever spooled, and (watched) spooled entries committed since.
+    spooled_total: Arc<[AtomicU64]>,
+    applied: Arc<[tokio::sync::watch::Receiver<u64>]>,
 }
 
 impl std::fmt::Debug for AcctWriter {
@@ -227,6 +242,11 @@ impl AcctWriter {
             rxs.push(rx);
         }
         let counts = spooled.clone();
+        let spooled_total: Arc<[AtomicU64]> = (0..SHARDS).map(|_| AtomicU64::new(0)).collect();
+        let totals = spooled_total.clone();
+        let (applied_tx, applied): (Vec<_>, Vec<_>) = (0..SHARDS)
+            .map(|_| tokio::sync::watch::channel(0u64))
+            .unzip();
         let queued = Arc::new(AtomicU64::new(0));
         let in_queue = queued.clone();
         tokio::spawn(async move {
@@ -261,15 +281,16 @@ impl AcctWriter {
                     .run(),
                 );
             }
-            for (i, (rx, path)) in rxs.into_iter().zip(paths).enumerate() {
+            for (i, ((rx, path), applied)) in rxs.into_iter().zip(paths).zip(applied_tx).enumerate()
+            {
                 let shard = Shard {
-                    store: store.clone(),
                     spool: path,
                     counts: counts.clone(),
                     index: i,
-                    gate: gate.clone(),
                     combine: combine.clone(),
                     queued: in_queue.clone(),
+                    applied,
+                    spooled_total: totals.clone(),
                 };
                 tokio::spawn(shard.run(rx));
             }
@@ -278,6 +299,8 @@ impl AcctWriter {
             shards: txs.into(),
             spooled,
             queued,
+            spooled_total,
+            applied: applied.into(),
         }
     }
 
@@ -332,18 +355,27 @@ impl AcctWriter {
             .map_err(|_| WriteError::Stopped)?
     }
 
-    /// Operations currently waiting in the spools (all shards).
+    /// Operations acknowledged and not yet in the store: waiting in the spools (all shards).
     pub fn spooled(&self) -> u64 {
         self.spooled.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
-}
 
-/// Applies one batch in order, stopping at the first error (spool replay).
-async fn apply(store: &Store, lane: &mut AcctLane, entries: &[Entry]) -> Result<(), StoreError> {
-    for (tenant, list) in by_tenant(&[entries]).0 {
-        apply_tenant(store, lane, tenant, &list).await?;
+    /// Waits (at most `timeout`) until everything acknowledged so far is in the store, so that
+    /// a read of the store sees it; whether it got there. Immediate when nothing is spooled.
+    /// Used before the session ledger is seeded from the store, and by tests.
+    pub async fn settled(&self, timeout: Duration) -> bool {
+        let wait = async {
+            for (total, applied) in self.spooled_total.iter().zip(self.applied.iter()) {
+                let target = total.load(Ordering::Acquire);
+                let mut applied = applied.clone();
+                if applied.wait_for(|a| *a >= target).await.is_err() {
+                    return false;
+                }
+            }
+            true
+        };
+        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
     }
-    Ok(())
 }
 
 /// The entries of `batches` grouped by tenant (tenants in order of first appearance, entries in
@@ -623,171 +655,408 @@ fn read_spool(path: &Path) -> std::io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Replays the whole spool; on success removes it.
-async fn replay(store: &Store, path: &Path) -> Result<usize, String> {
-    let entries = read_spool(path).map_err(|e| e.to_string())?;
-    let mut lane = AcctLane::default();
-    for chunk in entries.chunks(BATCH) {
-        apply(store, &mut lane, chunk)
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    std::fs::remove_file(path)
-        .or_else(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| e.to_string())?;
-    Ok(entries.len())
+/// A spool file and what it holds.
+type SpoolFile = (PathBuf, Vec<Entry>);
+
+/// Numbered segments of a shard's spool: `<spool>.<generation>` beside the shard's spool file.
+fn segment_path(spool: &Path, generation: u64) -> PathBuf {
+    let mut name = spool.as_os_str().to_owned();
+    name.push(format!(".{generation}"));
+    PathBuf::from(name)
 }
+
+/// The spool files a shard left, oldest first: its spool file itself (written only when a batch
+/// sent straight to the store failed, which happens only while nothing else is spooled, so it is
+/// always the oldest), then the numbered segments in generation order. Returns them with the
+/// next free generation.
+fn spool_segments(spool: &Path) -> std::io::Result<(Vec<SpoolFile>, u64)> {
+    let mut out = Vec::new();
+    if spool.exists() {
+        out.push((spool.to_path_buf(), read_spool(spool)?));
+    }
+    let dir = spool
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!(
+        "{}.",
+        spool
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    );
+    let mut numbered = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(rd) => {
+            for e in rd {
+                let e = e?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(g) = name
+                    .strip_prefix(&prefix)
+                    .and_then(|g| g.parse::<u64>().ok())
+                {
+                    numbered.push((g, e.path()));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    numbered.sort_unstable();
+    let next = numbered.last().map_or(1, |(g, _)| g + 1);
+    for (_, path) in numbered {
+        let entries = read_spool(&path)?;
+        out.push((path, entries));
+    }
+    Ok((out, next))
+}
+
+/// Appends on a blocking thread: an fsync must not stall the runtime's workers (the RADIUS
+/// listeners run on them).
+async fn append_blocking(path: PathBuf, entries: Vec<Entry>) -> std::io::Result<Vec<Entry>> {
+    tokio::task::spawn_blocking(move || append(&path, &entries).map(|()| entries))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// Acknowledged entries not yet in the store, in one spool file.
+struct Segment {
+    path: PathBuf,
+    entries: Vec<Entry>,
+    /// Entries at the front already committed (the store took part of the segment).
+    applied: usize,
+    /// No more appends: the next ones open a new segment.
+    sealed: bool,
+}
+
+/// What a shard has at the combiner.
+enum Flight {
+    /// New jobs sent straight to the store: acknowledged when it commits.
+    Direct { jobs: Vec<Job>, entries: Vec<Entry> },
+    /// The oldest `taken` spooled entries (already acknowledged).
+    Drain { taken: usize },
+}
+
+/// What woke a shard.
+// A short-lived value on the stack of one loop: boxing the job would cost an allocation per record.
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Jobs(Option<Job>),
+    Landed(Result<(), String>),
+    Retry,
+}
+
+/// A spool segment holds at most this many entries before the next appends open a new one, so
+/// a fully committed segment can be deleted while the stream goes on (a crash replays at most
+/// this many committed entries again, which is harmless: applying is idempotent).
+const SEGMENT_MAX: usize = 8192;
+
+/// Most spooled entries sent to the store at once.
+const DRAIN_MAX: usize = 2048;
+
+/// Spooled entries at which a shard stops acknowledging ahead of the store while the store is
+/// up (it waits for the drain instead): the spool bridges the commit latency, it does not let a
+/// store that is slower than the traffic fall ever further behind. While the store is down
+/// there is no such limit (the spool is the only place records can go).
+const AHEAD_MAX: usize = 4 * DRAIN_MAX;
 
 /// One writer shard.
 struct Shard {
-    store: Store,
     spool: PathBuf,
     counts: Arc<[AtomicU64]>,
     index: usize,
-    /// Taken around every store write when the backend allows one writer at a time.
-    gate: Option<Arc<Mutex<()>>>,
     /// The combiner, which commits this shard's batches together with the other shards'.
     combine: mpsc::Sender<Handover>,
     /// Jobs submitted and not yet handed to the combiner (shared by all shards).
     queued: Arc<AtomicU64>,
+    /// Spooled entries of this shard committed so far (see [`AcctWriter::settled`]).
+    applied: tokio::sync::watch::Sender<u64>,
+    /// Entries ever spooled by this shard.
+    spooled_total: Arc<[AtomicU64]>,
 }
 
 impl Shard {
-    /// Commits `entries` through the combiner.
-    async fn apply(&self, entries: Vec<Entry>) -> Result<(), String> {
-        if entries.is_empty() {
-            return Ok(());
-        }
+    /// Hands `entries` to the combiner; the receiver gets the outcome of their commit.
+    async fn hand_over(
+        &self,
+        entries: Vec<Entry>,
+    ) -> Result<oneshot::Receiver<Result<(), String>>, String> {
         let (done, wait) = oneshot::channel();
         self.combine
             .send(Handover { entries, done })
             .await
             .map_err(|_| "accounting combiner stopped".to_string())?;
-        wait.await
-            .map_err(|_| "accounting combiner stopped".to_string())?
+        Ok(wait)
     }
 
-    async fn replay(&self) -> Result<usize, String> {
-        let _turn = match &self.gate {
-            Some(g) => Some(g.lock().await),
-            None => None,
-        };
-        replay(&self.store, &self.spool).await
-    }
-
-    /// Group commit of the shard's queue, or its spool while the store is down.
-    async fn run(self, mut rx: mpsc::Receiver<Job>) {
-        let (spool, shard) = (&self.spool, self.index);
-        let Some(spooled) = self.counts.get(shard) else {
-            return;
-        };
-        let mut spooling = spool.exists();
-        if spooling {
-            spooled.store(
-                read_spool(spool).map(|v| v.len() as u64).unwrap_or(0),
-                Ordering::Relaxed,
-            );
-        }
-        let mut retry = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            let first = tokio::select! {
-                j = rx.recv() => match j {
-                    Some(j) => Some(j),
-                    None => return,
-                },
-                _ = retry.tick(), if spooling => None,
-            };
-            let mut jobs: Vec<Job> = first.into_iter().collect();
-            // Group commit: whatever queued while the last batch was being written goes together.
-            while jobs.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(j) => jobs.push(j),
-                    Err(_) => break,
-                }
-            }
-            // Taken off the queue: the combiner need not wait for these.
-            self.queued.fetch_sub(jobs.len() as u64, Ordering::AcqRel);
-            if spooling {
-                match self.replay().await {
-                    Ok(n) => {
-                        tracing::info!(
-                            records = n,
-                            shard,
-                            "accounting spool replayed into the store"
-                        );
-                        spooling = false;
-                        spooled.store(0, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, shard, "store still unavailable; accounting stays in the spool")
-                    }
-                }
-            }
-            if jobs.is_empty() {
-                continue;
-            }
-            // Barriers go to the spool along with the entries before them, never to the store.
-            let all: Vec<Entry> = jobs.iter().map(|j| j.entry.clone()).collect();
-            let result = if spooling {
-                // Keep order: nothing reaches the store before what is already spooled.
-                spool_or_fail(
-                    spool,
-                    &all,
-                    spooled,
-                    "store unavailable (spool not yet replayed)".into(),
-                )
+    fn count_spooled(&self, n: usize, up: bool) {
+        let n = n as u64;
+        if let Some(c) = self.counts.get(self.index) {
+            if up {
+                c.fetch_add(n, Ordering::Relaxed);
             } else {
-                let records: Vec<Entry> = jobs
-                    .iter()
-                    .filter(|j| !j.barrier)
-                    .map(|j| j.entry.clone())
-                    .collect();
-                match self.apply(records).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => {
-                        tracing::error!(error = %e, shard, spool = %spool.display(), "store write failed; accounting goes to the local spool until the store is back");
-                        let r = spool_or_fail(spool, &all, spooled, e);
-                        spooling = r.is_ok();
-                        r
-                    }
-                }
-            };
-            for j in jobs {
-                let r = match &result {
-                    Ok(()) => Ok(()),
-                    Err(WriteError::NotDurable { store, spool }) => Err(WriteError::NotDurable {
-                        store: store.clone(),
-                        spool: spool.clone(),
-                    }),
-                    Err(WriteError::Stopped) => Err(WriteError::Stopped),
-                };
-                let _ = j.done.send(r);
+                c.fetch_sub(n, Ordering::Relaxed);
             }
         }
-    }
-}
-
-fn spool_or_fail(
-    path: &Path,
-    entries: &[Entry],
-    spooled: &AtomicU64,
-    store_err: String,
-) -> Result<(), WriteError> {
-    match append(path, entries) {
-        Ok(()) => {
-            spooled.fetch_add(entries.len() as u64, Ordering::Relaxed);
-            Ok(())
+        if up && let Some(c) = self.spooled_total.get(self.index) {
+            c.fetch_add(n, Ordering::Release);
         }
-        Err(e) => Err(WriteError::NotDurable {
-            store: store_err,
-            spool: e.to_string(),
-        }),
+    }
+
+    /// Group commit of the shard's queue, through the spool whenever the store is busy or down.
+    ///
+    /// New jobs go straight to the store (acknowledged when it commits) when nothing of this
+    /// shard is at the store or in the spool. Otherwise they are appended to the spool (fsync'd)
+    /// and acknowledged at once, and reach the store after everything before them: while a batch
+    /// commits, the next records cost a local fsync rather than wait for the commit, and the store
+    /// takes them in large batches. While the store is down everything waits in the spool, and
+    /// the oldest spooled entries are retried every second.
+    async fn run(self, mut rx: mpsc::Receiver<Job>) {
+        let shard = self.index;
+        let mut segs: std::collections::VecDeque<Segment> = std::collections::VecDeque::new();
+        let mut next_gen = 1;
+        match spool_segments(&self.spool) {
+            Ok((found, next)) => {
+                next_gen = next;
+                for (path, entries) in found {
+                    self.count_spooled(entries.len(), true);
+                    segs.push_back(Segment {
+                        path,
+                        entries,
+                        applied: 0,
+                        sealed: true,
+                    });
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, shard, spool = %self.spool.display(), "cannot read the accounting spool; its records stay there until it can be read")
+            }
+        }
+        let mut flight: Option<(Flight, oneshot::Receiver<Result<(), String>>)> = None;
+        // Whether the last commit succeeded; false while the store is down (then the oldest
+        // spooled entries are retried at `retry_at`).
+        let mut store_ok = true;
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            // Send the oldest spooled entries to the store when nothing of this shard is there.
+            if flight.is_none()
+                && !segs.is_empty()
+                && retry_at.is_none_or(|t| t <= tokio::time::Instant::now())
+            {
+                let mut batch = Vec::new();
+                for s in segs.iter_mut() {
+                    let room = DRAIN_MAX - batch.len();
+                    let rest = s.entries.get(s.applied..).unwrap_or_default();
+                    batch.extend(rest.iter().take(room).cloned());
+                    if batch.len() >= DRAIN_MAX {
+                        break;
+                    }
+                }
+                let taken = batch.len();
+                match self.hand_over(batch).await {
+                    Ok(wait) => flight = Some((Flight::Drain { taken }, wait)),
+                    Err(_) => return,
+                }
+            }
+            let ahead: usize = segs.iter().map(|s| s.entries.len() - s.applied).sum();
+            let accept = !(store_ok && ahead >= AHEAD_MAX);
+            let wake = tokio::select! {
+                j = rx.recv(), if accept => Wake::Jobs(j),
+                r = async {
+                    match flight.as_mut() {
+                        Some((_, wait)) => wait.await.unwrap_or_else(|_| Err("accounting combiner stopped".into())),
+                        None => std::future::pending().await,
+                    }
+                }, if flight.is_some() => Wake::Landed(r),
+                _ = async {
+                    match retry_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                }, if flight.is_none() && retry_at.is_some() => Wake::Retry,
+            };
+            match wake {
+                Wake::Retry => retry_at = None,
+                Wake::Jobs(None) => return,
+                Wake::Jobs(Some(first)) => {
+                    let mut jobs = vec![first];
+                    // Group commit: whatever queued while the last batch was being written goes
+                    // together.
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    // Taken off the queue: the combiner need not wait for these.
+                    self.queued.fetch_sub(jobs.len() as u64, Ordering::AcqRel);
+                    let all: Vec<Entry> = jobs.iter().map(|j| j.entry.clone()).collect();
+                    if flight.is_none() && segs.is_empty() {
+                        // Barriers are only acknowledged here: what was queued before them in
+                        // this shard is durable once this batch is.
+                        let records: Vec<Entry> = jobs
+                            .iter()
+                            .filter(|j| !j.barrier)
+                            .map(|j| j.entry.clone())
+                            .collect();
+                        if records.is_empty() {
+                            for j in jobs {
+                                let _ = j.done.send(Ok(()));
+                            }
+                            continue;
+                        }
+                        match self.hand_over(records).await {
+                            Ok(wait) => {
+                                flight = Some((Flight::Direct { jobs, entries: all }, wait));
+                            }
+                            Err(_) => return,
+                        }
+                        continue;
+                    }
+                    // Behind a batch at the store or spooled entries: into the spool, after them.
+                    // Barriers go too, so that the store applies them after the entries before
+                    // them.
+                    let open = segs
+                        .back()
+                        .is_some_and(|s| !s.sealed && s.entries.len() < SEGMENT_MAX);
+                    let path = match segs.back() {
+                        Some(s) if open => s.path.clone(),
+                        _ => {
+                            let p = segment_path(&self.spool, next_gen);
+                            next_gen += 1;
+                            p
+                        }
+                    };
+                    let n = all.len();
+                    let result = match append_blocking(path.clone(), all).await {
+                        Ok(written) => {
+                            match segs.back_mut() {
+                                Some(s) if open => s.entries.extend(written),
+                                _ => {
+                                    if let Some(s) = segs.back_mut() {
+                                        s.sealed = true;
+                                    }
+                                    segs.push_back(Segment {
+                                        path,
+                                        entries: written,
+                                        applied: 0,
+                                        sealed: false,
+                                    });
+                                }
+                            }
+                            self.count_spooled(n, true);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, shard, spool = %path.display(), "cannot append to the accounting spool; records not acknowledged (the NAS retransmits)");
+                            Err(e.to_string())
+                        }
+                    };
+                    for j in jobs {
+                        let _ = j.done.send(match &result {
+                            Ok(()) => Ok(()),
+                            Err(e) => Err(WriteError::NotDurable {
+                                store: "store busy or unavailable".into(),
+                                spool: e.clone(),
+                            }),
+                        });
+                    }
+                }
+                Wake::Landed(r) => {
+                    let Some((what, _)) = flight.take() else {
+                        continue;
+                    };
+                    match (what, r) {
+                        (Flight::Direct { jobs, .. }, Ok(())) => {
+                            store_ok = true;
+                            for j in jobs {
+                                let _ = j.done.send(Ok(()));
+                            }
+                        }
+                        (Flight::Direct { jobs, entries }, Err(e)) => {
+                            // Older than anything spooled since it was sent: it goes to the front,
+                            // in the shard's spool file, which is free (see spool_segments).
+                            tracing::error!(error = %e, shard, spool = %self.spool.display(), "store write failed; accounting goes to the local spool until the store is back");
+                            store_ok = false;
+                            retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                            let n = entries.len();
+                            let result = match append_blocking(self.spool.clone(), entries).await {
+                                Ok(written) => {
+                                    segs.push_front(Segment {
+                                        path: self.spool.clone(),
+                                        entries: written,
+                                        applied: 0,
+                                        sealed: true,
+                                    });
+                                    self.count_spooled(n, true);
+                                    Ok(())
+                                }
+                                Err(se) => Err(WriteError::NotDurable {
+                                    store: e,
+                                    spool: se.to_string(),
+                                }),
+                            };
+                            for j in jobs {
+                                let _ = j.done.send(match &result {
+                                    Ok(()) => Ok(()),
+                                    Err(WriteError::NotDurable { store, spool }) => {
+                                        Err(WriteError::NotDurable {
+                                            store: store.clone(),
+                                            spool: spool.clone(),
+                                        })
+                                    }
+                                    Err(WriteError::Stopped) => Err(WriteError::Stopped),
+                                });
+                            }
+                        }
+                        (Flight::Drain { taken }, Ok(())) => {
+                            if !store_ok {
+                                tracing::info!(
+                                    records = taken,
+                                    shard,
+                                    "accounting spool replaying into the store"
+                                );
+                            }
+                            store_ok = true;
+                            retry_at = None;
+                            let mut left = taken;
+                            while left > 0 {
+                                let Some(s) = segs.front_mut() else {
+                                    break;
+                                };
+                                let k = left.min(s.entries.len() - s.applied);
+                                s.applied += k;
+                                left -= k;
+                                if s.applied < s.entries.len() {
+                                    break;
+                                }
+                                // Fully committed. Not synced: a deletion lost in a crash only
+                                // replays committed entries again.
+                                if let Err(e) = std::fs::remove_file(&s.path)
+                                    && e.kind() != std::io::ErrorKind::NotFound
+                                {
+                                    tracing::error!(error = %e, spool = %s.path.display(), "cannot delete a replayed accounting spool segment; it is replayed again (harmlessly) at the next start");
+                                }
+                                segs.pop_front();
+                            }
+                            self.count_spooled(taken, false);
+                            self.applied.send_modify(|a| *a += taken as u64);
+                            if segs.is_empty() {
+                                tracing::debug!(shard, "accounting spool empty");
+                            }
+                        }
+                        (Flight::Drain { .. }, Err(e)) => {
+                            if store_ok {
+                                tracing::error!(error = %e, shard, "store write failed; accounting stays in the local spool until the store is back");
+                            } else {
+                                tracing::debug!(error = %e, shard, "store still unavailable; accounting stays in the spool");
+                            }
+                            store_ok = false;
+                            retry_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -825,6 +1094,37 @@ mod tests {
                 at: Utc::now(),
             }),
         }
+    }
+
+    /// A shard's spool files are read oldest first: its spool file, then the numbered segments
+    /// in generation order (10 after 9, not after 1); new segments continue the numbering.
+    #[test]
+    fn spool_segments_are_read_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("accounting-spool-2.jsonl");
+        let (t, nas) = (TenantId::new(), NasId::new());
+        assert_eq!(spool_segments(&spool).unwrap().1, 1);
+        append(&segment_path(&spool, 10), &[record(t, nas, 10)]).unwrap();
+        append(&segment_path(&spool, 9), &[record(t, nas, 9)]).unwrap();
+        append(&spool, &[record(t, nas, 0)]).unwrap();
+        // Another shard's files and strays are not this shard's.
+        append(
+            &dir.path().join("accounting-spool-3.jsonl.1"),
+            &[record(t, nas, 99)],
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("accounting-spool-2.jsonl.tmp"), "x").unwrap();
+        let (segs, next) = spool_segments(&spool).unwrap();
+        assert_eq!(next, 11);
+        let order: Vec<String> = segs
+            .iter()
+            .flat_map(|(_, es)| es.iter())
+            .map(|e| match &e.op {
+                AcctOp::Record(r) => r.acct_session_id.clone(),
+                AcctOp::CloseNas { .. } => "close".into(),
+            })
+            .collect();
+        assert_eq!(order, ["R0", "R9", "R10"]);
     }
 
     /// A spool of the unsharded writer: every record ends in its session's shard spool, in

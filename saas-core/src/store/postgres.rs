@@ -180,7 +180,7 @@ impl Db {
         &self,
         conn: &mut PgConnection,
         t: TenantId,
-        run: &[AcctRecord],
+        run: &[&AcctRecord],
     ) -> Result<(), StoreError> {
         if run.len() < 2 {
             for r in run {
@@ -200,11 +200,11 @@ impl Db {
         &self,
         conn: &mut PgConnection,
         t: TenantId,
-        run: &'r [AcctRecord],
+        run: &[&'r AcctRecord],
     ) -> Result<Vec<&'r AcctRecord>, StoreError> {
         let started = |r: &AcctRecord| r.at - chrono::Duration::seconds(r.session_time_s.max(0));
         let (starts, updates): (Vec<&AcctRecord>, Vec<&AcctRecord>) =
-            run.iter().partition(|r| r.kind == AcctKind::Start);
+            run.iter().copied().partition(|r| r.kind == AcctKind::Start);
         // One statement, one round trip: the INSERT and the UPDATE see the same snapshot, which
         // is right because a run's sessions are distinct (no update targets a row inserted here).
         let found: Vec<i32> = sqlx::query_scalar(
@@ -329,7 +329,7 @@ impl Db {
                 .await?;
             lane.tenant = Some(t);
         }
-        let runs = acct_runs(records);
+        let runs = super::acct_runs(records);
         if let [run] = runs.as_slice()
             && run.len() >= 2
         {
@@ -345,7 +345,7 @@ impl Db {
             return Ok(());
         }
         let mut tx = conn.begin().await?;
-        for run in runs {
+        for run in &runs {
             self.acct_run(&mut tx, t, run).await?;
         }
         tx.commit().await?;
@@ -378,25 +378,6 @@ impl Db {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// Records split into runs with distinct (NAS, Acct-Session-Id): inside a run the order between
-/// records does not matter, so a run may be applied in bulk; the order of records of one
-/// session is kept because a repeated key starts a new run.
-fn acct_runs(records: &[AcctRecord]) -> Vec<&[AcctRecord]> {
-    let mut runs = Vec::new();
-    let mut run_start = 0;
-    let mut keys = std::collections::HashSet::new();
-    for (i, r) in records.iter().enumerate() {
-        if !keys.insert((r.nas, r.acct_session_id.as_str())) {
-            runs.push(&records[run_start..i]);
-            keys.clear();
-            keys.insert((r.nas, r.acct_session_id.as_str()));
-            run_start = i;
-        }
-    }
-    runs.push(&records[run_start..]);
-    runs
 }
 
 include!("queries.rs");

@@ -752,20 +752,9 @@ impl Db {
 
     pub(super) async fn acct_apply(&self, t: TenantId, records: &[AcctRecord]) -> Result<()> {
         let mut tx = self.write(t).await?;
-        // Runs of records with distinct (NAS, Acct-Session-Id): inside a run the order between
-        // records does not matter, so a backend may apply a run in bulk; the order of records of
-        // one session is kept because a repeated key starts a new run.
-        let mut run_start = 0;
-        let mut keys = std::collections::HashSet::new();
-        for (i, r) in records.iter().enumerate() {
-            if !keys.insert((r.nas, r.acct_session_id.as_str())) {
-                self.acct_run(&mut tx, t, &records[run_start..i]).await?;
-                keys.clear();
-                keys.insert((r.nas, r.acct_session_id.as_str()));
-                run_start = i;
-            }
+        for run in &super::acct_runs(records) {
+            self.acct_run(&mut tx, t, run).await?;
         }
-        self.acct_run(&mut tx, t, &records[run_start..]).await?;
         tx.commit().await?;
         Ok(())
     }

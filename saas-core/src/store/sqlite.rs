@@ -107,7 +107,7 @@ impl Db {
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         t: TenantId,
-        run: &[AcctRecord],
+        run: &[&AcctRecord],
     ) -> Result<(), StoreError> {
         for r in run {
             self.acct_one(tx, t, r).await?;

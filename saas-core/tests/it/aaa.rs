@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use sqlx::Connection;
+
 use saas_core::aaa::writer::{self, AcctOp, AcctWriter};
 use saas_core::ids::SessionId;
 use saas_core::model::*;
@@ -252,6 +254,8 @@ async fn concurrent_sessions_commit_in_order_per_session() {
         for task in tasks {
             task.await.unwrap();
         }
+        // Some were acknowledged from the spool while a batch was at the store.
+        assert!(w.settled(Duration::from_secs(30)).await, "{}", ts.backend);
         let sessions = scope.sessions(false, 1000).await.unwrap();
         assert_eq!(sessions.len(), 200, "{}", ts.backend);
         for k in 0..200i64 {
@@ -276,6 +280,7 @@ async fn concurrent_sessions_commit_in_order_per_session() {
         )
         .await
         .unwrap();
+        assert!(w.settled(Duration::from_secs(30)).await, "{}", ts.backend);
         let sessions = scope.sessions(false, 1000).await.unwrap();
         let d: Vec<_> = sessions
             .iter()
@@ -331,6 +336,119 @@ async fn close_nas_is_ordered_after_every_shard_spool() {
     for i in 0..writer::SHARDS {
         assert!(!writer::shard_spool_path(&spool, i).exists());
     }
+    ts.store.close().await;
+}
+
+/// While a batch is at the store (held there by a lock), the records that arrive meanwhile are
+/// acknowledged from the fsync'd spool instead of waiting for it; once the store takes them
+/// every one is there, in order per session, and the spool files are gone.
+#[tokio::test]
+async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    let (t, nas) = tenant_with_nas(&ts, "busy").await;
+    let scope = ts.store.tenant(t);
+    let spool = ts.dir.path().join("spool.jsonl");
+    let w = AcctWriter::start(ts.store.clone(), spool.clone());
+    // Sessions of every shard (40 spread over 4), opened while the store is free.
+    submit_all(&w, t, nas, "H", 40, AcctKind::Start, 0, 0).await;
+
+    let super_url = ts.super_url.clone().unwrap();
+    let mut holder = sqlx::PgConnection::connect(&super_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    // Blocks every INSERT and UPDATE of the table until the holder's transaction ends.
+    sqlx::query("LOCK TABLE radius_sessions IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Every shard sends its next batch straight to the store, where the lock holds it.
+    let held: Vec<_> = (0..40)
+        .map(|k| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                w.submit(
+                    t,
+                    AcctOp::Record(rec(AcctKind::Interim, nas, &format!("H{k}"), 60, 1000)),
+                )
+                .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "the lock did not hold the batches"
+    );
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        for round in 0..3 {
+            let (kind, at) = [
+                (AcctKind::Start, 0),
+                (AcctKind::Interim, 60),
+                (AcctKind::Stop, 120),
+            ][round];
+            submit_all(&w, t, nas, "Q", 30, kind, at, 100 * round as i64).await;
+        }
+    })
+    .await;
+    assert!(
+        acked.is_ok(),
+        "records behind a busy store were not acknowledged"
+    );
+    assert!(
+        held.iter().all(|h| !h.is_finished()),
+        "the lock did not hold the batches"
+    );
+    assert!(w.spooled() >= 90, "spooled {}", w.spooled());
+    let segments = std::fs::read_dir(ts.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("spool.jsonl."))
+        .count();
+    assert!(segments > 0, "no spool segment written");
+    // Not in the store yet: readers see them once the store takes them.
+    assert!(!w.settled(Duration::from_millis(200)).await);
+
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+    assert!(
+        w.settled(Duration::from_secs(30)).await,
+        "spool not drained"
+    );
+    assert_eq!(w.spooled(), 0);
+    let sessions = scope.sessions(false, 100).await.unwrap();
+    assert_eq!(sessions.len(), 70, "{sessions:#?}");
+    for k in 0..30 {
+        let id = format!("Q{k}");
+        let q: Vec<_> = sessions
+            .iter()
+            .filter(|s| s.acct_session_id == id)
+            .collect();
+        assert_eq!(q.len(), 1, "{id}: {q:#?}");
+        assert_eq!(q[0].input_octets, 200 + k, "{id}");
+        assert!(q[0].stopped_at.is_some(), "{id}");
+    }
+    for s in sessions
+        .iter()
+        .filter(|s| s.acct_session_id.starts_with('H'))
+    {
+        assert_eq!(s.input_octets, 1000, "{s:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(ts.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spool"))
+        .collect();
+    assert!(left.is_empty(), "spool files left: {left:?}");
+    // Idle again: the next record goes straight to the store, readable at once.
+    w.submit(t, AcctOp::Record(rec(AcctKind::Start, nas, "Z", 0, 0)))
+        .await
+        .unwrap();
+    assert_eq!(w.spooled(), 0);
+    assert_eq!(scope.sessions(false, 100).await.unwrap().len(), 71);
     ts.store.close().await;
 }
 
@@ -424,6 +542,8 @@ async fn leftover_spool_is_replayed_at_start() {
     while spool.exists() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The Interim came while the spool was there: it was spooled behind it.
+    assert!(w.settled(Duration::from_secs(10)).await);
     let s = scope.sessions(false, 10).await.unwrap();
     assert_eq!(s.len(), 1);
     assert_eq!(s[0].input_octets, 5);
@@ -773,6 +893,7 @@ async fn records_of_deleted_rows_do_not_block_the_writer() {
         for task in tasks {
             task.await.unwrap();
         }
+        assert!(w.settled(Duration::from_secs(30)).await, "{}", ts.backend);
         assert_eq!(w.spooled(), 0, "{}", ts.backend);
         let sa = ts.store.tenant(a).sessions(false, 1000).await.unwrap();
         // Those of the deleted subscriber are stored; those of the deleted NAS are dropped where
