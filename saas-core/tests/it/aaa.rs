@@ -67,6 +67,16 @@ async fn submit_all(
     }
 }
 
+/// Names of the spool files (`spool…`) in `dir`.
+fn spool_files(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("spool"))
+        .collect()
+}
+
 async fn set_connections(super_url: &str, allow: bool) {
     let db = url::Url::parse(super_url)
         .unwrap()
@@ -177,11 +187,6 @@ async fn accounting_survives_a_store_outage() {
     submit_all(&w, t, nas.id, "M", 40, AcctKind::Interim, 60, 500).await;
     assert!(w.spooled() >= 83, "spooled {}", w.spooled());
     assert!(spool.exists());
-    let shard_spools: Vec<_> = (1..writer::SHARDS)
-        .map(|i| writer::shard_spool_path(&spool, i))
-        .filter(|p| p.exists())
-        .collect();
-    assert!(!shard_spools.is_empty(), "no shard > 0 spooled");
     assert!(start.elapsed() < Duration::from_secs(30));
 
     psql(
@@ -194,10 +199,8 @@ async fn accounting_survives_a_store_outage() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(w.spooled(), 0, "spool not replayed");
-    assert!(!spool.exists());
-    for p in &shard_spools {
-        assert!(!p.exists(), "{} not replayed", p.display());
-    }
+    let left = spool_files(ts.dir.path());
+    assert!(left.is_empty(), "spool files left: {left:?}");
     // New records go straight to the store again.
     w.submit(
         t,
@@ -400,10 +403,9 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
         "the lock did not hold the batches"
     );
     assert!(w.spooled() >= 90, "spooled {}", w.spooled());
-    let segments = std::fs::read_dir(ts.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("spool.jsonl."))
+    let segments = spool_files(ts.dir.path())
+        .iter()
+        .filter(|n| n.starts_with("spool.jsonl."))
         .count();
     assert!(segments > 0, "no spool segment written");
     // Not in the store yet: readers see them once the store takes them.
@@ -436,12 +438,7 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
     {
         assert_eq!(s.input_octets, 1000, "{s:?}");
     }
-    let left: Vec<_> = std::fs::read_dir(ts.dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("spool"))
-        .collect();
+    let left = spool_files(ts.dir.path());
     assert!(left.is_empty(), "spool files left: {left:?}");
     // Idle again: the next record goes straight to the store, readable at once.
     w.submit(t, AcctOp::Record(rec(AcctKind::Start, nas, "Z", 0, 0)))
@@ -452,22 +449,24 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
     ts.store.close().await;
 }
 
-/// A spool written by the unsharded writer (every session in one file) is moved to the shards
-/// that own its sessions and replayed; later records of those sessions land on their spooled
-/// Start (one row per session, none lost, none doubled).
+/// Spools of an earlier layout (the unsharded writer's one file, and the four-shard writer's
+/// `-2` file) are moved to the shards that own their sessions and replayed; later records of
+/// those sessions land on their spooled Start (one row per session, none lost, none doubled).
 #[tokio::test]
-async fn unsharded_spool_is_rehomed_and_replayed_in_order() {
+async fn earlier_layout_spools_are_rehomed_and_replayed_in_order() {
     let ts = testing::sqlite().await;
     let (t, nas) = tenant_with_nas(&ts, "legacy").await;
     let scope = ts.store.tenant(t);
     let spool = ts.dir.path().join("accounting-spool.jsonl");
-    let mut lines = String::new();
+    let mut lines = [String::new(), String::new()];
     for k in 0..40 {
         let start = rec(AcctKind::Start, nas, &format!("U{k}"), 0, 0);
-        lines.push_str(&serde_json::json!({"tenant": t, "op": {"Record": start}}).to_string());
-        lines.push('\n');
+        let l = &mut lines[k % 2];
+        l.push_str(&serde_json::json!({"tenant": t, "op": {"Record": start}}).to_string());
+        l.push('\n');
     }
-    std::fs::write(&spool, lines).unwrap();
+    std::fs::write(&spool, &lines[0]).unwrap();
+    std::fs::write(writer::shard_spool_path(&spool, 2), &lines[1]).unwrap();
     let w = AcctWriter::start(ts.store.clone(), spool.clone());
     submit_all(&w, t, nas, "U", 40, AcctKind::Stop, 120, 9000).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -475,8 +474,12 @@ async fn unsharded_spool_is_rehomed_and_replayed_in_order() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(w.spooled(), 0);
-    for i in 0..writer::SHARDS {
-        assert!(!writer::shard_spool_path(&spool, i).exists());
+    assert!(w.settled(Duration::from_secs(10)).await);
+    for i in 0..4 {
+        assert!(
+            !writer::shard_spool_path(&spool, i).exists(),
+            "spool {i} left"
+        );
     }
     let sessions = scope.sessions(false, 100).await.unwrap();
     assert_eq!(sessions.len(), 40, "{sessions:#?}");
