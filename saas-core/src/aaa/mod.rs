@@ -1041,7 +1041,7 @@ impl Engine {
             self.forget_ledger(req.tenant, None).await;
         }
         self.metrics.accounting(status.unwrap_or(0));
-        // Acknowledged only now: the record is committed.
+        // Acknowledged only now: the record is committed or in the fsync'd spool.
         match PacketBuilder::reply(v, Code::AccountingResponse) {
             Ok(b) => Outcome {
                 reply: Some(b.finish(&nas.secret)),

@@ -68,7 +68,7 @@ struct Entry {
 }
 
 /// Why an operation could not be made durable.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum WriteError {
     /// Neither the store nor the spool took it.
     #[error("accounting not durable: store failed ({store}) and spool failed ({spool})")]
@@ -106,7 +106,6 @@ const EARLIER_SHARDS: usize = 4;
 #[derive(Clone)]
 pub struct AcctWriter {
     shards: Arc<[mpsc::Sender<Job>]>,
-    spooled: Arc<[AtomicU64]>,
     /// Jobs submitted and not yet handed to the combiner (or spooled).
     queued: Arc<AtomicU64>,
     /// Per shard: entries ever spooled, and (watched) spooled entries committed since.
@@ -129,7 +128,7 @@ const BATCH: usize = 512;
 /// Combined commits running at once. One: the next combined batch fills while the current one
 /// commits, which at every measured concurrency beat two smaller commits side by side (see
 /// infra/bench/radius.sh).
-const LANES: usize = 1;
+pub const LANES: usize = 1;
 
 /// How many times the combiner yields, after taking the batches that are ready, for shards that
 /// still hold queued records to hand theirs over too (a shard task woken by the last commit may
@@ -243,7 +242,6 @@ impl AcctWriter {
         let layout: Vec<PathBuf> = (0..SHARDS.max(EARLIER_SHARDS))
             .map(|i| shard_spool_path(&spool, i))
             .collect();
-        let spooled: Arc<[AtomicU64]> = (0..SHARDS).map(|_| AtomicU64::new(0)).collect();
         let mut txs = Vec::with_capacity(SHARDS);
         let mut rxs = Vec::with_capacity(SHARDS);
         for _ in 0..SHARDS {
@@ -251,7 +249,6 @@ impl AcctWriter {
             txs.push(tx);
             rxs.push(rx);
         }
-        let counts = spooled.clone();
         let spooled_total: Arc<[AtomicU64]> = (0..SHARDS).map(|_| AtomicU64::new(0)).collect();
         let totals = spooled_total.clone();
         let (applied_tx, applied): (Vec<_>, Vec<_>) = (0..SHARDS)
@@ -294,7 +291,6 @@ impl AcctWriter {
             {
                 let shard = Shard {
                     spool: path,
-                    counts: counts.clone(),
                     index: i,
                     combine: combine.clone(),
                     queued: in_queue.clone(),
@@ -306,7 +302,6 @@ impl AcctWriter {
         });
         Self {
             shards: txs.into(),
-            spooled,
             queued,
             spooled_total,
             applied: applied.into(),
@@ -366,7 +361,16 @@ impl AcctWriter {
 
     /// Operations acknowledged and not yet in the store: waiting in the spools (all shards).
     pub fn spooled(&self) -> u64 {
-        self.spooled.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        // Committed first: an entry is counted as spooled before it can be committed, so the
+        // total read after it is never below it.
+        self.applied
+            .iter()
+            .zip(self.spooled_total.iter())
+            .map(|(applied, total)| {
+                let applied = *applied.borrow();
+                total.load(Ordering::Acquire).saturating_sub(applied)
+            })
+            .sum()
     }
 
     /// Waits (at most `timeout`) until everything acknowledged so far is in the store, so that
@@ -815,6 +819,13 @@ enum Wake {
 /// idempotent). Creating one costs a write of this size, once per segment.
 const SEGMENT_BYTES: u64 = 1 << 20;
 
+/// Answers every job of a batch with the batch's outcome.
+fn answer(jobs: Vec<Job>, result: &Result<(), WriteError>) {
+    for j in jobs {
+        let _ = j.done.send(result.clone());
+    }
+}
+
 /// Most spooled entries sent to the store at once.
 const DRAIN_MAX: usize = 2048;
 
@@ -834,7 +845,6 @@ const AHEAD_MAX: usize = 4 * DRAIN_MAX;
 /// One writer shard.
 struct Shard {
     spool: PathBuf,
-    counts: Arc<[AtomicU64]>,
     index: usize,
     /// The combiner, which commits this shard's batches together with the other shards'.
     combine: mpsc::Sender<Handover>,
@@ -931,21 +941,14 @@ impl Shard {
                 }),
             });
         }
-        self.count_spooled(n, true);
+        self.count_spooled(n);
         Ok(())
     }
 
-    fn count_spooled(&self, n: usize, up: bool) {
-        let n = n as u64;
-        if let Some(c) = self.counts.get(self.index) {
-            if up {
-                c.fetch_add(n, Ordering::Relaxed);
-            } else {
-                c.fetch_sub(n, Ordering::Relaxed);
-            }
-        }
-        if up && let Some(c) = self.spooled_total.get(self.index) {
-            c.fetch_add(n, Ordering::Release);
+    /// Counts `n` entries as spooled (see [`AcctWriter::spooled`]).
+    fn count_spooled(&self, n: usize) {
+        if let Some(c) = self.spooled_total.get(self.index) {
+            c.fetch_add(n as u64, Ordering::Release);
         }
     }
 
@@ -965,7 +968,7 @@ impl Shard {
             Ok((found, next)) => {
                 next_gen = next;
                 for (path, entries) in found {
-                    self.count_spooled(entries.len(), true);
+                    self.count_spooled(entries.len());
                     segs.push_back(Segment {
                         path,
                         entries,
@@ -1010,7 +1013,7 @@ impl Shard {
                     Err(_) => return,
                 }
             }
-            let ahead: usize = segs.iter().map(|s| s.entries.len() - s.applied).sum();
+            // A drain just sent commits nothing yet: `ahead` still holds.
             let accept = !(store_ok && ahead >= AHEAD_MAX);
             let wake_at = match (retry_at, drain_at) {
                 (Some(r), Some(d)) => Some(r.max(d)),
@@ -1060,9 +1063,7 @@ impl Shard {
                             .map(|j| j.entry.clone())
                             .collect();
                         if records.is_empty() {
-                            for j in jobs {
-                                let _ = j.done.send(Ok(()));
-                            }
+                            answer(jobs, &Ok(()));
                             continue;
                         }
                         match self.hand_over(records).await {
@@ -1077,15 +1078,13 @@ impl Shard {
                     // Barriers go too, so that the store applies them after the entries before
                     // them.
                     let result = self.journal(&mut segs, &mut next_gen, all).await;
-                    for j in jobs {
-                        let _ = j.done.send(match &result {
-                            Ok(()) => Ok(()),
-                            Err(e) => Err(WriteError::NotDurable {
-                                store: "store busy or unavailable".into(),
-                                spool: e.clone(),
-                            }),
-                        });
-                    }
+                    answer(
+                        jobs,
+                        &result.map_err(|spool| WriteError::NotDurable {
+                            store: "store busy or unavailable".into(),
+                            spool,
+                        }),
+                    );
                 }
                 Wake::Landed(r) => {
                     let Some((what, _)) = flight.take() else {
@@ -1094,9 +1093,7 @@ impl Shard {
                     match (what, r) {
                         (Flight::Direct { jobs, .. }, Ok(())) => {
                             store_ok = true;
-                            for j in jobs {
-                                let _ = j.done.send(Ok(()));
-                            }
+                            answer(jobs, &Ok(()));
                         }
                         (Flight::Direct { jobs, entries }, Err(e)) => {
                             // Older than anything spooled since it was sent: it goes to the front,
@@ -1114,7 +1111,7 @@ impl Shard {
                                         sealed: true,
                                         out: None,
                                     });
-                                    self.count_spooled(n, true);
+                                    self.count_spooled(n);
                                     Ok(())
                                 }
                                 Err(se) => Err(WriteError::NotDurable {
@@ -1122,18 +1119,7 @@ impl Shard {
                                     spool: se.to_string(),
                                 }),
                             };
-                            for j in jobs {
-                                let _ = j.done.send(match &result {
-                                    Ok(()) => Ok(()),
-                                    Err(WriteError::NotDurable { store, spool }) => {
-                                        Err(WriteError::NotDurable {
-                                            store: store.clone(),
-                                            spool: spool.clone(),
-                                        })
-                                    }
-                                    Err(WriteError::Stopped) => Err(WriteError::Stopped),
-                                });
-                            }
+                            answer(jobs, &result);
                         }
                         (Flight::Drain { taken }, Ok(())) => {
                             if !store_ok {
@@ -1166,7 +1152,6 @@ impl Shard {
                                 }
                                 segs.pop_front();
                             }
-                            self.count_spooled(taken, false);
                             self.applied.send_modify(|a| *a += taken as u64);
                             if segs.is_empty() {
                                 tracing::debug!(shard, "accounting spool empty");

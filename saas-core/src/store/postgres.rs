@@ -15,9 +15,9 @@ type DbKind = Postgres;
 /// Roles the schema grants to (created by infra/postgres/roles.sql).
 pub(crate) const REQUIRED_ROLES: [&str; 2] = ["proxpanel_app", "proxpanel_system"];
 
-/// Smallest application pool: one connection per accounting writer shard (each replays its
-/// spool through the pool when the store comes back) plus four.
-const MIN_APP_POOL: u32 = crate::aaa::writer::SHARDS as u32 + 4;
+/// Smallest application pool: one connection per accounting combiner lane (each detaches its
+/// own; the spool drains through them too) plus four.
+const MIN_APP_POOL: u32 = crate::aaa::writer::LANES as u32 + 4;
 
 /// LISTEN/NOTIFY channel of bus wake-ups.
 const EVENTS_CHANNEL: &str = "proxpanel_events";
@@ -46,8 +46,8 @@ async fn pool(url: &str, max: u32) -> Result<Pool<Postgres>, StoreError> {
 
 impl Db {
     pub(super) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
-        // The accounting writer commits on connections it detached from this pool, and its
-        // shards replay spools through it; the floor leaves room beside them for the auth log
+        // The accounting writer commits (and drains its spool) on connections it detached from
+        // this pool; the floor leaves room beside them for the auth log
         // writer and the readers (cold lookups, API), so accounting never starves
         // authentication (the default is 16).
         let pool_ = pool(&opts.url, opts.max_connections.max(MIN_APP_POOL)).await?;

@@ -67,6 +67,17 @@ async fn submit_all(
     }
 }
 
+/// The one session with Acct-Session-Id `id` among `sessions` (fails if there are none or
+/// several; `context` goes into the message).
+fn only_session<'s>(sessions: &'s [Session], id: &str, context: &str) -> &'s Session {
+    let m: Vec<_> = sessions
+        .iter()
+        .filter(|s| s.acct_session_id == id)
+        .collect();
+    assert_eq!(m.len(), 1, "{context}: {id}: {m:#?}");
+    m[0]
+}
+
 /// Names of the spool files (`spool…`) in `dir`.
 fn spool_files(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
@@ -211,14 +222,9 @@ async fn accounting_survives_a_store_outage() {
     let sessions = scope.sessions(false, 100).await.unwrap();
     assert_eq!(sessions.len(), 42, "{sessions:#?}");
     for k in 0..40 {
-        let id = format!("M{k}");
-        let m: Vec<_> = sessions
-            .iter()
-            .filter(|s| s.acct_session_id == id)
-            .collect();
-        assert_eq!(m.len(), 1, "{id}: {m:#?}");
-        assert_eq!(m[0].input_octets, 500 + k);
-        assert!(m[0].stopped_at.is_none());
+        let m = only_session(&sessions, &format!("M{k}"), "");
+        assert_eq!(m.input_octets, 500 + k);
+        assert!(m.stopped_at.is_none());
     }
     let s1 = sessions.iter().find(|s| s.acct_session_id == "S1").unwrap();
     assert_eq!(s1.input_octets, 2000);
@@ -263,13 +269,9 @@ async fn concurrent_sessions_commit_in_order_per_session() {
         assert_eq!(sessions.len(), 200, "{}", ts.backend);
         for k in 0..200i64 {
             let id = format!("C{k}");
-            let s: Vec<_> = sessions
-                .iter()
-                .filter(|s| s.acct_session_id == id)
-                .collect();
-            assert_eq!(s.len(), 1, "{}: {id}", ts.backend);
-            assert_eq!(s[0].input_octets, 2000 + k, "{}: {id}", ts.backend);
-            assert!(s[0].stopped_at.is_some(), "{}: {id}", ts.backend);
+            let s = only_session(&sessions, &id, ts.backend);
+            assert_eq!(s.input_octets, 2000 + k, "{}: {id}", ts.backend);
+            assert!(s.stopped_at.is_some(), "{}: {id}", ts.backend);
         }
 
         submit_all(&w, t, nas, "D", 100, AcctKind::Start, 0, 0).await;
@@ -424,13 +426,9 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
     assert_eq!(sessions.len(), 70, "{sessions:#?}");
     for k in 0..30 {
         let id = format!("Q{k}");
-        let q: Vec<_> = sessions
-            .iter()
-            .filter(|s| s.acct_session_id == id)
-            .collect();
-        assert_eq!(q.len(), 1, "{id}: {q:#?}");
-        assert_eq!(q[0].input_octets, 200 + k, "{id}");
-        assert!(q[0].stopped_at.is_some(), "{id}");
+        let q = only_session(&sessions, &id, "");
+        assert_eq!(q.input_octets, 200 + k, "{id}");
+        assert!(q.stopped_at.is_some(), "{id}");
     }
     for s in sessions
         .iter()
