@@ -4,6 +4,7 @@
 //! [`SystemScope`]; platform tables (operators, relay nodes, events, DNS records, signing keys) in
 //! [`PlatformScope`]. The SQL is written once (`queries.rs`) and compiled for each backend.
 
+mod pinned;
 mod postgres;
 mod revocations;
 pub(crate) use revocations::Cutoff;

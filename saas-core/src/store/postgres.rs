@@ -7,6 +7,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection, Pool, Postgres, Transaction};
 
 use crate::ids::TenantId;
+use crate::store::pinned::{ReadConn, ReadPool};
 use crate::store::{AcctLane, StoreOptions, redact_url};
 
 type DbRow = sqlx::postgres::PgRow;
@@ -24,6 +25,8 @@ const EVENTS_CHANNEL: &str = "proxpanel_events";
 
 pub(super) struct Db {
     pool: Pool<Postgres>,
+    /// Tenant reads, on sessions that keep their tenant (see [`ReadPool`]).
+    reads: ReadPool,
     system: Pool<Postgres>,
     admin_url: String,
     url: String,
@@ -55,8 +58,16 @@ impl Db {
             Some(u) if u != &opts.url => pool(u, (opts.max_connections / 2).max(2)).await?,
             _ => pool_.clone(),
         };
+        // Reads are short; half the application pool's size serves them (at least four).
+        let reads = ReadPool::new(
+            (*pool_.connect_options()).clone(),
+            usize::try_from(opts.max_connections / 2)
+                .unwrap_or(4)
+                .max(4),
+        );
         Ok(Self {
             pool: pool_,
+            reads,
             system,
             admin_url: opts.admin_url.clone().unwrap_or_else(|| opts.url.clone()),
             url: opts.url.clone(),
@@ -94,36 +105,31 @@ impl Db {
     }
 
     pub(super) async fn close(&self) {
+        self.reads.close().await;
         self.pool.close().await;
         self.system.close().await;
     }
 
-    /// A transaction bound to one tenant: `app.tenant_id` is set for this transaction only, so
-    /// RLS policies see it and a pooled connection never carries it over.
-    async fn read(&self, t: TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
-        // BEGIN and the tenant setting in one round trip (simple query protocol). The value is a
-        // typed UUID's canonical text (hex digits and dashes), so inlining it is safe.
-        let begin = format!(
-            "BEGIN; SELECT set_config('app.tenant_id', '{}', true)",
-            t.0.hyphenated()
-        );
-        Ok(self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
-    }
-
-    async fn write(&self, t: TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
-        self.read(t).await
+    /// A read of one tenant: its statements run on a session whose `app.tenant_id` says this
+    /// tenant (RLS sees it), each statement its own snapshot, with no transaction around them.
+    async fn read(&self, t: TenantId) -> Result<ReadConn, StoreError> {
+        self.reads.get(t, false).await
     }
 
     /// [`Self::read`] whose statements use cached generic plans: for statements simple enough
     /// that the generic plan is the right one, but whose estimates for a parameter (a text
     /// range, an id list) would keep PostgreSQL planning each call anew.
-    async fn read_generic(
-        &self,
-        t: TenantId,
-    ) -> Result<Transaction<'static, Postgres>, StoreError> {
+    async fn read_generic(&self, t: TenantId) -> Result<ReadConn, StoreError> {
+        self.reads.get(t, true).await
+    }
+
+    /// A transaction bound to one tenant: `app.tenant_id` is set for this transaction only, so
+    /// RLS policies see it and a pooled connection never carries it over.
+    async fn write(&self, t: TenantId) -> Result<Transaction<'static, Postgres>, StoreError> {
+        // BEGIN and the tenant setting in one round trip (simple query protocol). The value is a
+        // typed UUID's canonical text (hex digits and dashes), so inlining it is safe.
         let begin = format!(
-            "BEGIN; SELECT set_config('app.tenant_id', '{}', true), \
-             set_config('plan_cache_mode', 'force_generic_plan', true)",
+            "BEGIN; SELECT set_config('app.tenant_id', '{}', true)",
             t.0.hyphenated()
         );
         Ok(self.pool.begin_with(sqlx::AssertSqlSafe(begin)).await?)
@@ -144,17 +150,33 @@ impl Db {
         Ok(l)
     }
 
-    async fn lock_events(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), StoreError> {
-        // Serialises event inserts so ids commit in order (pollers remember the last id seen).
-        sqlx::query("SELECT pg_advisory_xact_lock(7201001)")
-            .execute(&mut **tx)
-            .await?;
-        // Delivered at commit: wakes every LISTENing process.
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(EVENTS_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// Appends an event in one statement (its own transaction): the advisory lock serialises
+    /// inserts until commit so ids become visible in order (a poller remembers the last id seen
+    /// and would step over a late commit), and the NOTIFY, delivered at commit, wakes every
+    /// LISTENing process. The MATERIALIZED CTE is scanned before the row (and its id) is made.
+    pub(super) async fn event_insert(
+        &self,
+        tenant: Option<TenantId>,
+        kind: &str,
+        corr: Option<Uuid>,
+        payload: &str,
+        now: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "WITH serial AS MATERIALIZED (SELECT pg_advisory_xact_lock(7201001), pg_notify($6, ''))
+             INSERT INTO events (at, tenant_id, kind, correlation_id, payload)
+             SELECT $1, $2, $3, $4, $5 FROM serial
+             RETURNING id",
+        )
+        .bind(now)
+        .bind(tenant.map(|t| t.0))
+        .bind(kind)
+        .bind(corr)
+        .bind(payload)
+        .bind(EVENTS_CHANNEL)
+        .fetch_one(self.app())
+        .await?;
+        Ok(id)
     }
 }
 
@@ -411,7 +433,7 @@ impl Db {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn subscriber_search_page(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut ReadConn,
         t: TenantId,
         term: &str,
         status: Option<SubscriberStatus>,
@@ -427,9 +449,7 @@ impl Db {
             .await?;
         if ids.len() > SEARCH_PICK_MAX {
             // The one-query form needs a plan for its parameters (see read_generic).
-            sqlx::query("SELECT set_config('plan_cache_mode', 'auto', true)")
-                .execute(&mut **tx)
-                .await?;
+            tx.set_generic(false).await?;
             return Ok(None);
         }
         if ids.is_empty() {

@@ -1,6 +1,7 @@
 // Shared SQL for both backends. This file is `include!`d by `sqlite.rs` and `postgres.rs`, each of
-// which defines `Db` (the sqlx database), `DbRow`, and the scope helpers `read`, `write`, `sys`,
-// `app` and `lock_events`. Placeholders are `$N`, valid on both.
+// which defines `Db` (the sqlx database), `DbRow`, the scope helpers `read`, `write`, `sys` and
+// `app`, and what differs per backend (`event_insert`, the search page). Placeholders are `$N`,
+// valid on both.
 
 use sqlx::Row as _;
 use uuid::Uuid;
@@ -1124,17 +1125,6 @@ impl Db {
             .bind(now).bind(actor).bind(action).bind(target).bind(details).bind(client_ip)
             .execute(self.app()).await?;
         Ok(())
-    }
-
-    pub(super) async fn event_insert(&self, tenant: Option<TenantId>, kind: &str, corr: Option<Uuid>, payload: &str, now: DateTime<Utc>) -> Result<i64> {
-        let mut tx = self.app().begin().await?;
-        // Ids must become visible in order, or a poller could step over a late commit.
-        self.lock_events(&mut tx).await?;
-        let id: i64 = sqlx::query_scalar("INSERT INTO events (at, tenant_id, kind, correlation_id, payload) VALUES ($1, $2, $3, $4, $5) RETURNING id")
-            .bind(now).bind(tenant.map(|t| t.0)).bind(kind).bind(corr).bind(payload)
-            .fetch_one(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(id)
     }
 
     pub(super) async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredEvent>> {

@@ -82,9 +82,26 @@ impl Db {
         &self.pool
     }
 
-    async fn lock_events(&self, _tx: &mut Transaction<'static, Sqlite>) -> Result<(), StoreError> {
-        // SQLite has one writer at a time: ids commit in order already.
-        Ok(())
+    /// Appends an event. SQLite has one writer at a time: ids commit in order already.
+    pub(super) async fn event_insert(
+        &self,
+        tenant: Option<TenantId>,
+        kind: &str,
+        corr: Option<uuid::Uuid>,
+        payload: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (at, tenant_id, kind, correlation_id, payload) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(now)
+        .bind(tenant.map(|t| t.0))
+        .bind(kind)
+        .bind(corr)
+        .bind(payload)
+        .fetch_one(self.app())
+        .await?;
+        Ok(id)
     }
 }
 
