@@ -447,6 +447,103 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
     ts.store.close().await;
 }
 
+/// The next spool segment is made (zero-filled, synced) while the open one is half full, not on
+/// the acknowledgement path once it is full; a segment made ahead and not needed is removed when
+/// the spool drains, and one left by a crash (no entries) is removed at start.
+#[tokio::test]
+async fn spool_segments_are_made_ahead_and_none_is_left_behind() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    let (t, nas) = tenant_with_nas(&ts, "ahead").await;
+    let spool = ts.dir.path().join("spool.jsonl");
+    // A zero-filled segment as a crash right after making one ahead leaves it.
+    let stale = ts.dir.path().join("spool.jsonl.9");
+    std::fs::write(&stale, vec![0u8; 4096]).unwrap();
+    let w = AcctWriter::start(ts.store.clone(), spool.clone());
+    w.submit(t, AcctOp::Record(rec(AcctKind::Start, nas, "first", 0, 0)))
+        .await
+        .unwrap();
+    assert!(!stale.exists(), "an empty segment was kept at start");
+
+    let super_url = ts.super_url.clone().unwrap();
+    let mut holder = sqlx::PgConnection::connect(&super_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE radius_sessions IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    // Held at the store: everything after it is spooled.
+    let held = {
+        let w = w.clone();
+        tokio::spawn(async move {
+            w.submit(
+                t,
+                AcctOp::Record(rec(AcctKind::Interim, nas, "first", 60, 5)),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let numbered = |dir: &std::path::Path| {
+        let mut v: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let g = name.strip_prefix("spool.jsonl.")?.parse().ok()?;
+                Some((g, e.path()))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut sent = 0;
+    let made_ahead = loop {
+        submit_all(&w, t, nas, &format!("A{sent}-"), 100, AcctKind::Start, 0, 0).await;
+        sent += 100;
+        let files = numbered(ts.dir.path());
+        if files.len() >= 2 {
+            // How much of the oldest segment holds entries (the rest is still zeros).
+            let used = std::fs::read(&files[0].1)
+                .unwrap()
+                .iter()
+                .position(|b| *b == 0)
+                .unwrap_or(usize::MAX);
+            break used;
+        }
+        assert!(
+            sent < 6000,
+            "no second segment after {sent} spooled records"
+        );
+    };
+    assert!(
+        made_ahead < 900 * 1024,
+        "the next segment appeared only once the open one was full ({made_ahead} bytes used)"
+    );
+
+    sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+    held.await.unwrap().unwrap();
+    assert!(
+        w.settled(Duration::from_secs(30)).await,
+        "spool not drained"
+    );
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM radius_sessions WHERE tenant_id = $1")
+            .bind(t.0)
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+    assert_eq!(
+        stored,
+        sent + 1,
+        "every acknowledged session is stored once"
+    );
+    let left = spool_files(ts.dir.path());
+    assert!(left.is_empty(), "spool files left: {left:?}");
+    ts.store.close().await;
+}
+
 /// Spools of an earlier layout (the unsharded writer's one file, and the four-shard writer's
 /// `-2` file) are moved to the shards that own their sessions and replayed; later records of
 /// those sessions land on their spooled Start (one row per session, none lost, none doubled).
