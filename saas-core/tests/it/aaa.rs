@@ -67,6 +67,19 @@ async fn submit_all(
     }
 }
 
+/// A superuser connection in a transaction holding a lock that blocks every INSERT and UPDATE
+/// of `radius_sessions` (the store is "busy") until `COMMIT` is sent on it.
+async fn lock_sessions(ts: &testing::TestStore) -> sqlx::PgConnection {
+    let super_url = ts.super_url.clone().unwrap();
+    let mut holder = sqlx::PgConnection::connect(&super_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("LOCK TABLE radius_sessions IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
 /// The one session with Acct-Session-Id `id` among `sessions` (fails if there are none or
 /// several; `context` goes into the message).
 fn only_session<'s>(sessions: &'s [Session], id: &str, context: &str) -> &'s Session {
@@ -359,14 +372,7 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
     // Sessions of every shard (40 spread over 4), opened while the store is free.
     submit_all(&w, t, nas, "H", 40, AcctKind::Start, 0, 0).await;
 
-    let super_url = ts.super_url.clone().unwrap();
-    let mut holder = sqlx::PgConnection::connect(&super_url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    // Blocks every INSERT and UPDATE of the table until the holder's transaction ends.
-    sqlx::query("LOCK TABLE radius_sessions IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = lock_sessions(&ts).await;
     // Every shard sends its next batch straight to the store, where the lock holds it.
     let held: Vec<_> = (0..40)
         .map(|k| {
@@ -466,13 +472,7 @@ async fn spool_segments_are_made_ahead_and_none_is_left_behind() {
         .unwrap();
     assert!(!stale.exists(), "an empty segment was kept at start");
 
-    let super_url = ts.super_url.clone().unwrap();
-    let mut holder = sqlx::PgConnection::connect(&super_url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query("LOCK TABLE radius_sessions IN SHARE ROW EXCLUSIVE MODE")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = lock_sessions(&ts).await;
     // Held at the store: everything after it is spooled.
     let held = {
         let w = w.clone();
