@@ -1877,6 +1877,12 @@ impl PlatformScope {
         dispatch!(self.store, usage_hourly_prune(before))
     }
 
+    /// Refreshes the planner's statistics of the accounting sessions (PostgreSQL; SQLite
+    /// plans without them).
+    pub async fn refresh_session_stats(&self) -> Result<()> {
+        dispatch!(self.store, sessions_analyze())
+    }
+
     /// Appends an event; returns its position.
     pub async fn append_event(
         &self,

@@ -194,6 +194,14 @@ impl Db {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// ANALYZE radius_sessions, through the owner's function (migration 0016).
+    pub(super) async fn sessions_analyze(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT radius_sessions_analyze()")
+            .execute(self.app())
+            .await?;
+        Ok(())
+    }
+
     /// A run of accounting records with distinct sessions, in one statement whatever its size:
     /// every Start in one INSERT (skipping one already stored, as a late retransmit would be),
     /// every Interim/Stop in one UPDATE of the open sessions. What the UPDATE found no open

@@ -544,6 +544,54 @@ async fn spool_segments_are_made_ahead_and_none_is_left_behind() {
     ts.store.close().await;
 }
 
+/// Under traffic the writer refreshes radius_sessions' statistics (ANALYZE through the owner's
+/// function, as the application role): plans made while few sessions were open would otherwise
+/// scan the tenant's whole partial index of open sessions for every batch.
+#[tokio::test]
+async fn the_writer_refreshes_session_statistics_under_traffic() {
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    let (t, nas) = tenant_with_nas(&ts, "stats").await;
+    let w = AcctWriter::start(ts.store.clone(), ts.dir.path().join("spool.jsonl"));
+    let mut admin = sqlx::PgConnection::connect(ts.super_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let count = async |admin: &mut sqlx::PgConnection| -> i64 {
+        sqlx::query_scalar(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'radius_sessions'",
+        )
+        .fetch_one(admin)
+        .await
+        .unwrap()
+    };
+    let before = count(&mut admin).await;
+    for chunk in 0..5 {
+        submit_all(
+            &w,
+            t,
+            nas,
+            &format!("T{chunk}-"),
+            2_000,
+            AcctKind::Start,
+            0,
+            0,
+        )
+        .await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut after = count(&mut admin).await;
+    while after == before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        after = count(&mut admin).await;
+    }
+    assert!(
+        after > before,
+        "radius_sessions was not analyzed after 10,000 records"
+    );
+    ts.store.close().await;
+}
+
 /// Spools of an earlier layout (the unsharded writer's one file, and the four-shard writer's
 /// `-2` file) are moved to the shards that own their sessions and replayed; later records of
 /// those sessions land on their spooled Start (one row per session, none lost, none doubled).
