@@ -992,24 +992,10 @@ impl Shard {
         buf: Vec<u8>,
     ) -> Result<(PathBuf, Arc<std::fs::File>, u64), String> {
         let len = buf.len() as u64;
+        let mut ready = None;
         if let Some(made) = spare.take() {
             match made.await.map_err(std::io::Error::other).and_then(|r| r) {
-                Ok((path, file)) if len <= SEGMENT_BYTES => {
-                    let f = file.clone();
-                    let r = tokio::task::spawn_blocking(move || write_synced(&f, 0, &buf))
-                        .await
-                        .map_err(std::io::Error::other)
-                        .and_then(|r| r);
-                    return match r {
-                        Ok(()) => Ok((path, file, SEGMENT_BYTES)),
-                        Err(e) => {
-                            tracing::error!(error = %e, shard = self.index, spool = %path.display(), "cannot append to the accounting spool; records not acknowledged (the NAS retransmits)");
-                            // Half written: nothing acknowledged is in it.
-                            let _ = std::fs::remove_file(&path);
-                            Err(e.to_string())
-                        }
-                    };
-                }
+                Ok((path, file)) if len <= SEGMENT_BYTES => ready = Some((path, file)),
                 // Too small for this batch, and a later generation must not come before it.
                 Ok((path, _)) => {
                     let _ = std::fs::remove_file(&path);
@@ -1019,12 +1005,20 @@ impl Shard {
                 }
             }
         }
-        let path = segment_path(&self.spool, *next_gen);
-        *next_gen += 1;
-        let capacity = SEGMENT_BYTES.max(len);
+        let (path, made, capacity) = match ready {
+            Some((path, file)) => (path, Some(file), SEGMENT_BYTES),
+            None => {
+                let path = segment_path(&self.spool, *next_gen);
+                *next_gen += 1;
+                (path, None, SEGMENT_BYTES.max(len))
+            }
+        };
         let p = path.clone();
         let r = tokio::task::spawn_blocking(move || {
-            let f = create_segment(&p, capacity)?;
+            let f = match made {
+                Some(f) => f,
+                None => Arc::new(create_segment(&p, capacity)?),
+            };
             write_synced(&f, 0, &buf)?;
             Ok::<_, std::io::Error>(f)
         })
@@ -1032,10 +1026,10 @@ impl Shard {
         .map_err(std::io::Error::other)
         .and_then(|r| r);
         match r {
-            Ok(f) => Ok((path, Arc::new(f), capacity)),
+            Ok(f) => Ok((path, f, capacity)),
             Err(e) => {
-                tracing::error!(error = %e, shard = self.index, spool = %path.display(), "cannot create an accounting spool segment; records not acknowledged (the NAS retransmits)");
-                // Half made: nothing acknowledged is in it.
+                tracing::error!(error = %e, shard = self.index, spool = %path.display(), "cannot write a new accounting spool segment; records not acknowledged (the NAS retransmits)");
+                // Half made or half written: nothing acknowledged is in it.
                 let _ = std::fs::remove_file(&path);
                 Err(e.to_string())
             }
@@ -1158,11 +1152,10 @@ impl Shard {
                             Err(_) => break,
                         }
                     }
-                    let direct = flight.is_none() && segs.is_empty();
                     // Taken off the queue: the combiner need not wait for these.
                     self.queued.fetch_sub(jobs.len() as u64, Ordering::AcqRel);
                     let all: Vec<Entry> = jobs.iter().map(|j| j.entry.clone()).collect();
-                    if direct {
+                    if flight.is_none() && segs.is_empty() {
                         // Barriers are only acknowledged here: what was queued before them in
                         // this shard is durable once this batch is.
                         let records: Vec<Entry> = jobs

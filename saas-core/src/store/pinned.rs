@@ -16,8 +16,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::ids::TenantId;
 use crate::store::StoreError;
 
-/// How long a reader waits for a connection before failing (as the sqlx pool does).
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a caller waits for a connection before failing (this pool and the sqlx pools).
+pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A session used within this long is taken to be alive; one idle longer is checked first.
 const ALIVE_BYPASS: Duration = Duration::from_millis(500);

@@ -1,13 +1,11 @@
 //! PostgreSQL backend: an application pool (RLS-bound role), a system pool (read-only role for the
 //! named cross-tenant reads) and migrations through the owner role.
 
-use std::time::Duration;
-
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection, Pool, Postgres, Transaction};
 
 use crate::ids::TenantId;
-use crate::store::pinned::{ReadConn, ReadPool};
+use crate::store::pinned::{ACQUIRE_TIMEOUT, ReadConn, ReadPool};
 use crate::store::{AcctLane, StoreOptions, redact_url};
 
 type DbRow = sqlx::postgres::PgRow;
@@ -35,7 +33,7 @@ pub(super) struct Db {
 async fn pool(url: &str, max: u32) -> Result<Pool<Postgres>, StoreError> {
     PgPoolOptions::new()
         .max_connections(max)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         // A ping before every checkout is one more round trip per query; a broken connection
         // fails its query instead, and the pool replaces it.
         .test_before_acquire(false)
@@ -50,9 +48,8 @@ async fn pool(url: &str, max: u32) -> Result<Pool<Postgres>, StoreError> {
 impl Db {
     pub(super) async fn connect(opts: &StoreOptions) -> Result<Self, StoreError> {
         // The accounting writer commits (and drains its spool) on connections it detached from
-        // this pool; the floor leaves room beside them for the auth log
-        // writer and the readers (cold lookups, API), so accounting never starves
-        // authentication (the default is 16).
+        // this pool; the floor leaves room beside them for the auth log writer and every
+        // tenant write (the default is 16). Tenant reads have their own pool (ReadPool).
         let pool_ = pool(&opts.url, opts.max_connections.max(MIN_APP_POOL)).await?;
         let system = match &opts.system_url {
             Some(u) if u != &opts.url => pool(u, (opts.max_connections / 2).max(2)).await?,
