@@ -383,26 +383,116 @@ pub enum Verification {
     Unknown,
 }
 
-/// Accounting records split into runs that may each be applied in bulk: run `k` holds the
-/// `k`-th record (in order) of every session (NAS, Acct-Session-Id) in `records`. The sessions of
-/// a run are distinct, and a session's records are applied in their order, one per run. Records
-/// of different sessions do not depend on each other (a session row is found by its own key;
-/// the hourly sums add up in any order), so a batch in which every session has a Start, an
-/// Interim and a Stop is three statements, however the sessions interleave (cutting a run at the
-/// first repeated key made it one statement per few records at low concurrency).
-fn acct_runs(records: &[AcctRecord]) -> Vec<Vec<&AcctRecord>> {
-    let mut seen: std::collections::HashMap<(NasId, &str), usize> =
+/// Records of one session (NAS, Acct-Session-Id) that are applied as one row write: a first
+/// record and the Interim-Updates and Stop that follow it in the same batch and the same UTC
+/// hour, up to and including a Stop (a Start always begins a group of its own).
+///
+/// The effect equals applying them one by one wherever the store can tell that it does, and the
+/// store falls back to one by one where it cannot (see the backends): a Start's group is
+/// inserted as the row its records leave behind only when no row with its id and no open session
+/// with its key exist (else its records go one by one); an update group is one update of the
+/// open sessions of its key (when there is none, its records go one by one). Counters only
+/// move up, so the group's are their maximum; Framed-IP and the terminate cause are the last
+/// given; the time of the last record is the session's `updated_at`. The hour limit keeps the
+/// hourly usage exact: the rises of a group's readings all land in its hour either way.
+pub(crate) struct AcctGroup<'r> {
+    records: Vec<&'r AcctRecord>,
+}
+
+impl<'r> AcctGroup<'r> {
+    /// The record that opened the group (the Start, for a Start's group).
+    fn first(&self) -> &'r AcctRecord {
+        self.records[0]
+    }
+
+    /// The newest record.
+    fn last(&self) -> &'r AcctRecord {
+        self.records[self.records.len() - 1]
+    }
+
+    /// Whether this is more than one record.
+    fn merged(&self) -> bool {
+        self.records.len() > 1
+    }
+
+    /// The records, in order.
+    fn records(&self) -> &[&'r AcctRecord] {
+        &self.records
+    }
+
+    /// The highest of a counter over the records (counters only move up).
+    fn max_of(&self, counter: fn(&AcctRecord) -> i64) -> i64 {
+        self.records.iter().map(|r| counter(r)).max().unwrap_or(0)
+    }
+
+    /// The newest value given of an optional attribute.
+    fn last_of(&self, attr: fn(&AcctRecord) -> &Option<String>) -> Option<String> {
+        self.records.iter().rev().find_map(|r| attr(r).clone())
+    }
+
+    fn input_octets(&self) -> i64 {
+        self.max_of(|r| r.input_octets)
+    }
+
+    fn output_octets(&self) -> i64 {
+        self.max_of(|r| r.output_octets)
+    }
+
+    fn session_time_s(&self) -> i64 {
+        self.max_of(|r| r.session_time_s)
+    }
+
+    fn framed_ip(&self) -> Option<String> {
+        self.last_of(|r| &r.framed_ip)
+    }
+
+    fn terminate_cause(&self) -> Option<String> {
+        self.last_of(|r| &r.terminate_cause)
+    }
+
+    /// Whether the group ends with a Stop.
+    fn stops(&self) -> bool {
+        self.last().kind == AcctKind::Stop
+    }
+}
+
+/// The UTC hour of a time (as the hourly usage counts it).
+fn utc_hour(at: DateTime<Utc>) -> i64 {
+    at.timestamp().div_euclid(3600)
+}
+
+/// Accounting records grouped by session ([`AcctGroup`]) and split into runs that may each be
+/// applied in bulk: run `k` holds the `k`-th group (in order) of every session in `records`. The
+/// sessions of a run are distinct, and a session's groups are applied in their order, one per
+/// run. Records of different sessions do not depend on each other (a session row is found by its
+/// own key; the hourly sums add up in any order), so a batch in which every session has a Start,
+/// an Interim and a Stop is one statement that inserts each session as it ends, however the
+/// sessions interleave (cutting a run at the first repeated key made it one statement per few
+/// records at low concurrency).
+fn acct_runs(records: &[AcctRecord]) -> Vec<Vec<AcctGroup<'_>>> {
+    // Per session: how many groups it has, and where its newest one is.
+    let mut seen: std::collections::HashMap<(NasId, &str), (usize, usize)> =
         std::collections::HashMap::with_capacity(records.len());
-    let mut runs: Vec<Vec<&AcctRecord>> = Vec::new();
+    let mut runs: Vec<Vec<AcctGroup<'_>>> = Vec::new();
     for r in records {
-        let k = seen.entry((r.nas, r.acct_session_id.as_str())).or_insert(0);
-        if runs.len() <= *k {
+        let key = (r.nas, r.acct_session_id.as_str());
+        if let Some(&(n, at)) = seen.get(&key)
+            && let Some(g) = runs.get_mut(n - 1).and_then(|run| run.get_mut(at))
+            && r.kind != AcctKind::Start
+            && !g.stops()
+            && utc_hour(g.first().at) == utc_hour(r.at)
+        {
+            g.records.push(r);
+            continue;
+        }
+        let k = seen.get(&key).map_or(0, |&(n, _)| n);
+        if runs.len() <= k {
             runs.push(Vec::new());
         }
-        if let Some(run) = runs.get_mut(*k) {
-            run.push(r);
+        if let Some(run) = runs.get_mut(k) {
+            run.push(AcctGroup { records: vec![r] });
+            seen.insert(key, (k + 1, run.len() - 1));
         }
-        *k += 1;
     }
     runs
 }
@@ -2224,11 +2314,15 @@ pub fn sqlite_path(data_dir: &std::path::Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    /// Interleaved sessions: one run per position, each session once per run and in its order.
+    /// Interleaved sessions: one group per session and hour, one run per group position, each
+    /// session once per run and in its order.
     #[test]
     fn accounting_runs_keep_each_sessions_order() {
         let nas = NasId::new();
-        let rec = |asid: &str, kind: AcctKind, octets: i64| AcctRecord {
+        let t0 = DateTime::parse_from_rfc3339("2026-12-07T10:59:58Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|_| Utc::now());
+        let rec = |asid: &str, kind: AcctKind, octets: i64, s: i64| AcctRecord {
             id: SessionId::new(),
             kind,
             nas,
@@ -2242,7 +2336,7 @@ mod tests {
             input_octets: octets,
             output_octets: 0,
             terminate_cause: None,
-            at: Utc::now(),
+            at: t0 + chrono::Duration::seconds(s),
         };
         let mut records = Vec::new();
         for (kind, o) in [
@@ -2251,31 +2345,55 @@ mod tests {
             (AcctKind::Stop, 2),
         ] {
             for s in ["a", "b", "c", "d"] {
-                records.push(rec(s, kind, o));
+                records.push(rec(s, kind, o, 0));
             }
         }
         // A reused id after the Stop, and one session of another NAS with the same id.
-        records.push(rec("a", AcctKind::Start, 3));
-        let mut other = rec("a", AcctKind::Start, 0);
+        records.push(rec("a", AcctKind::Start, 3, 0));
+        let mut other = rec("a", AcctKind::Start, 0, 0);
         other.nas = NasId::new();
         records.push(other);
+        // Interims of "e" on either side of an hour, then its Stop and one repeated.
+        records.push(rec("e", AcctKind::Interim, 5, 0));
+        records.push(rec("e", AcctKind::Interim, 6, 1));
+        records.push(rec("e", AcctKind::Interim, 7, 2));
+        records.push(rec("e", AcctKind::Stop, 8, 3));
+        records.push(rec("e", AcctKind::Stop, 8, 4));
+        // After the reused id's Start, its Interim joins it.
+        records.push(rec("a", AcctKind::Interim, 4, 0));
         let runs = acct_runs(&records);
-        let shape: Vec<Vec<(&str, i64)>> = runs
+        let shape: Vec<Vec<Vec<(&str, i64)>>> = runs
             .iter()
             .map(|r| {
                 r.iter()
-                    .map(|x| (x.acct_session_id.as_str(), x.input_octets))
+                    .map(|g| {
+                        g.records()
+                            .iter()
+                            .map(|x| (x.acct_session_id.as_str(), x.input_octets))
+                            .collect()
+                    })
                     .collect()
             })
             .collect();
         assert_eq!(
             shape,
             vec![
-                vec![("a", 0), ("b", 0), ("c", 0), ("d", 0), ("a", 0)],
-                vec![("a", 1), ("b", 1), ("c", 1), ("d", 1)],
-                vec![("a", 2), ("b", 2), ("c", 2), ("d", 2)],
-                vec![("a", 3)],
+                vec![
+                    vec![("a", 0), ("a", 1), ("a", 2)],
+                    vec![("b", 0), ("b", 1), ("b", 2)],
+                    vec![("c", 0), ("c", 1), ("c", 2)],
+                    vec![("d", 0), ("d", 1), ("d", 2)],
+                    vec![("a", 0)],
+                    vec![("e", 5), ("e", 6)],
+                ],
+                vec![vec![("a", 3), ("a", 4)], vec![("e", 7), ("e", 8)]],
+                vec![vec![("e", 8)]],
             ]
+        );
+        let e = &runs[1][1];
+        assert_eq!(
+            (e.input_octets(), e.stops(), e.first().input_octets),
+            (8, true, 7)
         );
     }
 

@@ -199,57 +199,68 @@ impl Db {
         Ok(())
     }
 
-    /// A run of accounting records with distinct sessions, in one statement whatever its size:
-    /// every Start in one INSERT (skipping one already stored, as a late retransmit would be),
-    /// every Interim/Stop in one UPDATE of the open sessions. What the UPDATE found no open
-    /// session for (a lost Start, a repeated Stop) takes the one-by-one path.
+    /// A run of accounting groups with distinct sessions, in one statement whatever its size:
+    /// every Start's group in one INSERT (skipping a Start already stored, as a late retransmit
+    /// would be), every Interim/Stop group in one UPDATE of the open sessions. What the statement
+    /// could not apply as a group (see [`super::AcctGroup`]) takes the one-by-one path, in order.
     async fn acct_run(
         &self,
         conn: &mut PgConnection,
         t: TenantId,
-        run: &[&AcctRecord],
+        run: &[super::AcctGroup<'_>],
     ) -> Result<(), StoreError> {
-        if run.len() < 2 {
-            for r in run {
-                self.acct_one(conn, t, r).await?;
+        if run.len() < 2 && !run.iter().any(super::AcctGroup::merged) {
+            for g in run {
+                for r in g.records() {
+                    self.acct_one(conn, t, r).await?;
+                }
             }
             return Ok(());
         }
-        for r in self.acct_bulk(conn, t, run).await? {
-            self.acct_one(conn, t, r).await?;
+        for g in self.acct_bulk(conn, t, run).await? {
+            for r in g.records() {
+                self.acct_one(conn, t, r).await?;
+            }
         }
         Ok(())
     }
 
-    /// The bulk statement of [`Db::acct_run`] (at least two records); returns the Interim/Stop
-    /// records it found no open session for, which take the one-by-one path.
-    async fn acct_bulk<'r>(
+    /// The bulk statement of [`Db::acct_run`]; returns the groups it did not apply: an update
+    /// group that found no open session (a lost Start, a repeated Stop), and a Start's group of
+    /// several records whose session row or another open session of its key exists (a replay,
+    /// a reused Acct-Session-Id); their records take the one-by-one path.
+    async fn acct_bulk<'g, 'r>(
         &self,
         conn: &mut PgConnection,
         t: TenantId,
-        run: &[&'r AcctRecord],
-    ) -> Result<Vec<&'r AcctRecord>, StoreError> {
+        run: &'g [super::AcctGroup<'r>],
+    ) -> Result<Vec<&'g super::AcctGroup<'r>>, StoreError> {
         let started = |r: &AcctRecord| r.at - chrono::Duration::seconds(r.session_time_s.max(0));
-        let (starts, updates): (Vec<&AcctRecord>, Vec<&AcctRecord>) =
-            run.iter().copied().partition(|r| r.kind == AcctKind::Start);
+        let (starts, updates): (Vec<&super::AcctGroup<'r>>, Vec<&super::AcctGroup<'r>>) =
+            run.iter().partition(|g| g.first().kind == AcctKind::Start);
         // One statement, one round trip: the INSERT and the UPDATE see the same snapshot, which
         // is right because a run's sessions are distinct (no update targets a row inserted here).
-        let found: Vec<i32> = sqlx::query_scalar(
+        // A single Start is skipped when its session is stored (an open session of its key that
+        // started within 5 s); a group is inserted only where it alone makes the session (no
+        // open session of its key at all, which its Interims would update too).
+        let rows: Vec<(Option<i32>, Option<uuid::Uuid>)> = sqlx::query_as(
             "WITH ins AS (
                 INSERT INTO radius_sessions (id, tenant_id, nas_id, subscriber_id, username, acct_session_id, framed_ip,
                     calling_station_id, nas_port_id, started_at, updated_at, stopped_at, session_time_s, input_octets,
                     output_octets, terminate_cause)
-                 SELECT u.id, $1, u.nas, u.sub, u.username, u.asid, u.ip, u.csid, u.port, u.started, u.at, NULL,
-                        u.st, u.i, u.o, NULL
+                 SELECT u.id, $1, u.nas, u.sub, u.username, u.asid, u.ip, u.csid, u.port, u.started, u.at, u.stopped,
+                        u.st, u.i, u.o, u.cause
                  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::text[],
-                             $9::text[], $10::timestamptz[], $11::timestamptz[], $12::int8[], $13::int8[], $14::int8[])
-                      AS u(id, nas, sub, username, asid, ip, csid, port, started, at, st, i, o)
+                             $9::text[], $10::timestamptz[], $11::timestamptz[], $12::int8[], $13::int8[], $14::int8[],
+                             $25::timestamptz[], $26::text[], $27::bool[])
+                      AS u(id, nas, sub, username, asid, ip, csid, port, started, at, st, i, o, stopped, cause, grouped)
                  WHERE NOT EXISTS (
                     SELECT 1 FROM radius_sessions s
                     WHERE s.tenant_id = $1 AND s.nas_id = u.nas AND s.acct_session_id = u.asid
                       AND s.stopped_at IS NULL
-                      AND s.started_at BETWEEN u.started - interval '5 seconds' AND u.started + interval '5 seconds')
+                      AND (u.grouped OR s.started_at BETWEEN u.started - interval '5 seconds' AND u.started + interval '5 seconds'))
                  ON CONFLICT (id) DO NOTHING
+                 RETURNING id
              ), upd AS (
                 UPDATE radius_sessions s SET
                     input_octets = GREATEST(s.input_octets, u.i),
@@ -265,41 +276,62 @@ impl Db {
                  WHERE s.tenant_id = $1 AND s.nas_id = u.nas AND s.acct_session_id = u.asid AND s.stopped_at IS NULL
                  RETURNING u.idx
              )
-             SELECT idx FROM upd",
+             SELECT idx, NULL::uuid FROM upd
+             UNION ALL
+             SELECT NULL::int4, id FROM ins",
         )
         .bind(t.0)
-        .bind(starts.iter().map(|r| r.id.0).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.nas.0).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.subscriber.map(|s| s.0)).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.username.clone()).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.acct_session_id.clone()).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.framed_ip.clone()).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.calling_station_id.clone()).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.nas_port_id.clone()).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| started(r)).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.at).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.session_time_s).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.input_octets).collect::<Vec<_>>())
-        .bind(starts.iter().map(|r| r.output_octets).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().id.0).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().nas.0).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().subscriber.map(|s| s.0)).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().username.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().acct_session_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.framed_ip()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().calling_station_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.first().nas_port_id.clone()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| started(g.first())).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.last().at).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.session_time_s()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.input_octets()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.output_octets()).collect::<Vec<_>>())
         .bind((0..updates.len()).map(|i| i32::try_from(i).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.nas.0).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.acct_session_id.clone()).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.input_octets).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.output_octets).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.session_time_s).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.framed_ip.clone()).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.at).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.kind == AcctKind::Stop).collect::<Vec<_>>())
-        .bind(updates.iter().map(|r| r.terminate_cause.clone()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.first().nas.0).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.first().acct_session_id.clone()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.input_octets()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.output_octets()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.session_time_s()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.framed_ip()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.last().at).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.stops()).collect::<Vec<_>>())
+        .bind(updates.iter().map(|g| g.terminate_cause()).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.stops().then_some(g.last().at)).collect::<Vec<_>>())
+        // A single Start's insert has no cause (as before groups); a group's has its last.
+        .bind(starts.iter().map(|g| if g.merged() { g.terminate_cause() } else { None }).collect::<Vec<_>>())
+        .bind(starts.iter().map(|g| g.merged()).collect::<Vec<_>>())
         .fetch_all(&mut *conn)
         .await?;
-        let found: std::collections::HashSet<i32> = found.into_iter().collect();
-        Ok(updates
+        let mut found = std::collections::HashSet::new();
+        let mut inserted = std::collections::HashSet::new();
+        for (idx, id) in rows {
+            if let Some(i) = idx {
+                found.insert(i);
+            }
+            if let Some(id) = id {
+                inserted.insert(id);
+            }
+        }
+        let mut left: Vec<&'g super::AcctGroup<'r>> = starts
             .into_iter()
-            .enumerate()
-            .filter(|(i, _)| !found.contains(&i32::try_from(*i).unwrap_or(i32::MAX)))
-            .map(|(_, r)| r)
-            .collect())
+            .filter(|g| g.merged() && !inserted.contains(&g.first().id.0))
+            .collect();
+        left.extend(
+            updates
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !found.contains(&i32::try_from(*i).unwrap_or(i32::MAX)))
+                .map(|(_, g)| g),
+        );
+        Ok(left)
     }
 
     /// Accounting records on the writer's own connection (see [`AcctLane`]): a batch that is
@@ -358,14 +390,16 @@ impl Db {
         }
         let runs = super::acct_runs(records);
         if let [run] = runs.as_slice()
-            && run.len() >= 2
+            && (run.len() >= 2 || run.iter().any(super::AcctGroup::merged))
         {
             // Its own implicit transaction: durable (synchronous_commit) once it returns.
             let missed = self.acct_bulk(conn, t, run).await?;
             if !missed.is_empty() {
                 let mut tx = conn.begin().await?;
-                for r in missed {
-                    self.acct_one(&mut tx, t, r).await?;
+                for g in missed {
+                    for r in g.records() {
+                        self.acct_one(&mut tx, t, r).await?;
+                    }
                 }
                 tx.commit().await?;
             }

@@ -124,16 +124,18 @@ impl Db {
         Ok(res.rows_affected())
     }
 
-    /// A run of accounting records with distinct sessions. SQLite is in-process: a statement
+    /// A run of accounting groups with distinct sessions. SQLite is in-process: a statement
     /// costs no round trip, so records go one by one.
     async fn acct_run(
         &self,
         tx: &mut Transaction<'static, Sqlite>,
         t: TenantId,
-        run: &[&AcctRecord],
+        run: &[super::AcctGroup<'_>],
     ) -> Result<(), StoreError> {
-        for r in run {
-            self.acct_one(tx, t, r).await?;
+        for g in run {
+            for r in g.records() {
+                self.acct_one(tx, t, r).await?;
+            }
         }
         Ok(())
     }

@@ -937,8 +937,13 @@ async fn accounting_is_absolute_and_idempotent() {
 #[tokio::test]
 async fn accounting_batch_equals_one_by_one() {
     for ts in testing::each_backend().await {
-        let t0 = saas_core::store::now() - chrono::Duration::seconds(3600);
+        let t0 = saas_core::store::now() - chrono::Duration::seconds(7200);
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        // The first full hour after t0 + 1,500 s.
+        let hour = {
+            let s = (t0 + chrono::Duration::seconds(1500)).timestamp();
+            chrono::DateTime::from_timestamp(s - s.rem_euclid(3600) + 3600, 0).unwrap()
+        };
         let script = |nas| {
             let mut v = Vec::new();
             for n in 0..20i64 {
@@ -973,6 +978,71 @@ async fn accounting_batch_equals_one_by_one() {
             // Acct-Session-Id reused after a reboot
             v.push(acct(AcctKind::Start, nas, "S1", 0, 0, 0, at(900)));
             v.push(acct(AcctKind::Interim, nas, "S1", 60, 9, 9, at(960)));
+            // Reused while its older session is still open: the new Start's Interims update
+            // both (so its records cannot be one insert).
+            v.push(acct(AcctKind::Start, nas, "S2", 0, 0, 0, at(1000)));
+            v.push(acct(AcctKind::Interim, nas, "S2", 40, 4, 4, at(1040)));
+            v.push(acct(AcctKind::Start, nas, "S2", 0, 0, 0, at(1200)));
+            v.push(acct(AcctKind::Interim, nas, "S2", 30, 3, 3, at(1230)));
+            v.push(acct(AcctKind::Stop, nas, "S2", 50, 70, 5, at(1250)));
+            // Sessions across an hour boundary (the hourly usage splits at it); one of them also
+            // changes its Framed-IP on the way.
+            for (k, id) in ["H1", "H2"].iter().enumerate() {
+                let k = k as i64;
+                v.push(acct(
+                    AcctKind::Start,
+                    nas,
+                    id,
+                    0,
+                    0,
+                    0,
+                    hour - chrono::Duration::seconds(30 + k),
+                ));
+                let mut moved = acct(
+                    AcctKind::Interim,
+                    nas,
+                    id,
+                    20,
+                    100,
+                    10,
+                    hour - chrono::Duration::seconds(10),
+                );
+                if k == 1 {
+                    moved.framed_ip = Some("100.64.0.9".into());
+                }
+                v.push(moved);
+                v.push(acct(
+                    AcctKind::Interim,
+                    nas,
+                    id,
+                    40,
+                    300,
+                    30,
+                    hour + chrono::Duration::seconds(10),
+                ));
+                v.push(acct(
+                    AcctKind::Interim,
+                    nas,
+                    id,
+                    50,
+                    400,
+                    35,
+                    hour + chrono::Duration::seconds(20),
+                ));
+                v.push(acct(
+                    AcctKind::Stop,
+                    nas,
+                    id,
+                    60,
+                    450,
+                    40,
+                    hour + chrono::Duration::seconds(30),
+                ));
+            }
+            // A lost Start, then more of the same session.
+            v.push(acct(AcctKind::Interim, nas, "L3", 10, 1, 1, at(1300)));
+            v.push(acct(AcctKind::Interim, nas, "L3", 20, 2, 2, at(1310)));
+            v.push(acct(AcctKind::Stop, nas, "L3", 30, 3, 3, at(1320)));
             v
         };
         let mut tables = Vec::new();
@@ -980,17 +1050,28 @@ async fn accounting_batch_equals_one_by_one() {
         // per switch): shared by the lane-* tenants, so it switches tenant between them (RLS
         // would refuse a row written under the previous tenant).
         let mut lane = saas_core::store::AcctLane::default();
-        for (slug, chunk, through_lane) in [
-            ("one-by-one", 1usize, false),
-            ("batch-all", 10_000, false),
-            ("batch-7", 7, false),
-            ("lane-all", 10_000, true),
-            ("lane-7", 7, true),
-            ("lane-1", 1, true),
+        // Each configuration applies the script `times` times (a replay applies records again).
+        for (slug, chunk, through_lane, times) in [
+            ("one-by-one", 1usize, false, 1),
+            ("batch-all", 10_000, false, 1),
+            ("batch-7", 7, false, 1),
+            ("lane-all", 10_000, true, 1),
+            ("lane-7", 7, true, 1),
+            ("lane-1", 1, true, 1),
+            ("one-by-one-twice", 1, false, 2),
+            ("batch-all-twice", 10_000, false, 2),
+            ("lane-3-twice", 3, true, 2),
         ] {
             let a = tenant(&ts, slug).await;
             let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
-            for c in script(nas.id).chunks(chunk) {
+            let records = script(nas.id);
+            let records = records
+                .iter()
+                .cycle()
+                .take(records.len() * times)
+                .cloned()
+                .collect::<Vec<_>>();
+            for c in records.chunks(chunk) {
                 if through_lane {
                     ts.store
                         .record_accounting_in(&mut lane, a.tenant_id(), c)
@@ -1014,17 +1095,38 @@ async fn accounting_batch_equals_one_by_one() {
                         s.output_octets,
                         s.terminate_cause,
                         s.framed_ip,
+                        s.updated_at,
                     )
                 })
                 .collect();
             rows.sort();
-            tables.push((slug, rows));
+            let hourly: Vec<_> = a
+                .usage_hourly(t0 - chrono::Duration::seconds(3600))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| (h.hour, h.username, h.input_octets, h.output_octets))
+                .collect();
+            tables.push((slug, times, rows, hourly));
         }
-        assert_eq!(tables[0].1.len(), 23, "{}: {:?}", ts.backend, tables[0].1);
-        for (slug, rows) in &tables[1..] {
+        let (_, _, once, hourly_once) = &tables[0];
+        assert_eq!(once.len(), 28, "{}: {:?}", ts.backend, once);
+        assert!(
+            hourly_once.iter().any(|h| h.0 == hour) && hourly_once.iter().any(|h| h.0 < hour),
+            "{}: usage on both sides of the hour: {hourly_once:?}",
+            ts.backend
+        );
+        let (_, _, twice, hourly_twice) = &tables[6];
+        for (slug, times, rows, hourly) in &tables[1..] {
+            let (want, want_hourly) = if *times == 1 {
+                (once, hourly_once)
+            } else {
+                (twice, hourly_twice)
+            };
+            assert_eq!(rows, want, "{}: {slug} differs from one-by-one", ts.backend);
             assert_eq!(
-                rows, &tables[0].1,
-                "{}: {slug} differs from one-by-one",
+                hourly, want_hourly,
+                "{}: {slug}'s hourly usage differs from one-by-one",
                 ts.backend
             );
         }
