@@ -1565,3 +1565,50 @@ async fn hourly_traffic_sums_each_rise_once_and_old_hours_are_pruned_for_every_t
         assert!(b.usage_hourly(since).await.unwrap().is_empty());
     }
 }
+
+/// A record for a session that is already closed (a repeated Stop, a spool replayed after a
+/// crash that had committed it) finds that session by its key, not by reading every session of
+/// the tenant (migration 0017: the index of open sessions alone left it to a scan of the table).
+#[tokio::test]
+async fn a_record_for_a_closed_session_finds_it_by_its_key() {
+    use sqlx::Connection as _;
+    let Some(ts) = testing::postgres().await else {
+        return;
+    };
+    let a = tenant(&ts, "closed-key").await;
+    let nas = a.create_nas(&new_nas("n", None, "s")).await.unwrap();
+    let t0 = saas_core::store::now() - chrono::Duration::seconds(7200);
+    let at = |s: i64| t0 + chrono::Duration::seconds(s);
+    let mut records = Vec::new();
+    for n in 0..5000 {
+        let id = format!("C{n}");
+        records.push(acct(AcctKind::Start, nas.id, &id, 0, 0, 0, at(n)));
+        records.push(acct(AcctKind::Stop, nas.id, &id, 60, 10, 10, at(n + 60)));
+    }
+    a.record_accounting(&records).await.unwrap();
+    // The Stop again, later and higher: the closed session takes its counters, no row is added.
+    a.record_accounting(&[acct(AcctKind::Stop, nas.id, "C42", 60, 20, 20, at(103))])
+        .await
+        .unwrap();
+    let (i, o) = a.usage_since("dave", None).await.unwrap();
+    assert_eq!((i, o), (5000 * 10 + 10, 5000 * 10 + 10));
+    ts.store.platform().refresh_session_stats().await.unwrap();
+    let mut su = sqlx::PgConnection::connect(ts.super_url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT id FROM radius_sessions WHERE tenant_id = $1 AND nas_id = $2 AND acct_session_id = $3
+           AND stopped_at IS NOT NULL AND started_at >= $4 AND started_at <= $5 ORDER BY started_at DESC LIMIT 1",
+    )
+    .bind(a.tenant_id().0)
+    .bind(nas.id.0)
+    .bind("C42")
+    .bind(at(40))
+    .bind(at(44))
+    .fetch_all(&mut su)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("radius_sessions_key"), "{plan}");
+    ts.store.close().await;
+}
