@@ -373,7 +373,9 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
     submit_all(&w, t, nas, "H", 40, AcctKind::Start, 0, 0).await;
 
     let mut holder = lock_sessions(&ts).await;
-    // Every shard sends its next batch straight to the store, where the lock holds it.
+    // The shard sends its next batch straight to the store, where the lock holds it (which of
+    // these records it holds depends on when the journal thread takes them; the others are
+    // spooled behind it).
     let held: Vec<_> = (0..40)
         .map(|k| {
             let w = w.clone();
@@ -388,8 +390,8 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        held.iter().all(|h| !h.is_finished()),
-        "the lock did not hold the batches"
+        held.iter().any(|h| !h.is_finished()),
+        "the lock did not hold a batch"
     );
     let acked = tokio::time::timeout(Duration::from_secs(10), async {
         for round in 0..3 {
@@ -407,8 +409,8 @@ async fn records_behind_a_busy_store_are_acknowledged_from_the_spool() {
         "records behind a busy store were not acknowledged"
     );
     assert!(
-        held.iter().all(|h| !h.is_finished()),
-        "the lock did not hold the batches"
+        held.iter().any(|h| !h.is_finished()),
+        "the lock did not hold a batch"
     );
     assert!(w.spooled() >= 90, "spooled {}", w.spooled());
     let segments = spool_files(ts.dir.path())
@@ -1060,4 +1062,34 @@ async fn records_of_deleted_rows_do_not_block_the_writer() {
         assert_eq!(w.spooled(), 0, "{}", ts.backend);
         ts.store.close().await;
     }
+}
+
+/// The spool is written and synced by a thread of the writer's own, not through the runtime's
+/// blocking pool (an acknowledgement then waits for the fsync alone, not for two thread
+/// hand-overs), and the thread ends with the writer.
+#[tokio::test]
+async fn the_spool_is_written_by_a_journal_thread_of_its_own() {
+    let journal_threads = || {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim() == "acct-journal-0")
+            .count()
+    };
+    let ts = testing::sqlite().await;
+    let (t, nas) = tenant_with_nas(&ts, "journal").await;
+    let w = AcctWriter::start(ts.store.clone(), ts.dir.path().join("spool.jsonl"));
+    submit_all(&w, t, nas, "J", 3, AcctKind::Start, 0, 0).await;
+    assert_eq!(journal_threads(), 1);
+    drop(w);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while journal_threads() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        journal_threads(),
+        0,
+        "the journal thread outlived its writer"
+    );
+    ts.store.close().await;
 }
