@@ -14,7 +14,7 @@ use saas_core::model::{DirectNas, TenantStatus};
 use saas_core::store::Store;
 use saas_core::transport::NasTransport;
 use tokio::net::UdpSocket;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 
 /// Which packets a listener takes.
 #[derive(Clone, Copy, Debug)]
@@ -105,8 +105,6 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let socket = Arc::new(socket);
-    // Bounded concurrency: a flood queues in the socket buffer instead of in memory.
-    let permits = Arc::new(Semaphore::new(512));
     // One receiver per core: warm requests are answered by the receiver that read them.
     let receivers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
     let mut tasks = tokio::task::JoinSet::new();
@@ -117,40 +115,65 @@ pub async fn serve(
             engine.clone(),
             sources.clone(),
             events.clone(),
-            permits.clone(),
             stop.clone(),
         ));
     }
     while tasks.join_next().await.is_some() {}
 }
 
+/// Requests one receive loop has in progress at most (accounting waiting to be durable, a cold
+/// cache): past it the loop reads nothing more until some finish, so a flood queues in the
+/// socket buffer instead of in memory.
+const IN_PROGRESS_MAX: usize = 256;
+
+/// How long a stopping listener still answers the requests it has in progress.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// A request that waits for something (accounting durability, a cold cache): its answer and
+/// where it goes.
+type InProgress =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<(Vec<u8>, SocketAddr)>> + Send>>;
+
 /// One receive loop of a listener; several share the socket. Datagrams are read in batches
-/// (`recvmmsg`: every one queued, up to `dns::udp_batch::BATCH`, in one system call) and the answers that are
-/// ready at once (warm Access-Requests) go back in one `sendmmsg`; with one datagram waiting a
-/// batch is that one, so latency does not change.
+/// (`recvmmsg`: every one queued, up to `dns::udp_batch::BATCH`, in one system call); warm
+/// Access-Requests are answered at once, and requests that wait (accounting until it is
+/// durable, a cold cache) stay with the loop until they are done. Every answer ready at the
+/// same moment goes back in one `sendmmsg`: the accounting records made durable by one spool
+/// write are answered together, without a task and a system call each.
 async fn receive(
     socket: Arc<UdpSocket>,
     port: Port,
     engine: Arc<Engine>,
     sources: Arc<Sources>,
     events: EffectPublisher,
-    permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
     let mut rb = RecvBatch::default();
     let mut sb = SendBatch::default();
+    let mut waiting: FuturesUnordered<InProgress> = FuturesUnordered::new();
+    let keep = |sb: &mut SendBatch, done: Option<(Vec<u8>, SocketAddr)>| {
+        if let Some((reply, src)) = done {
+            sb.slot().extend_from_slice(&reply);
+            sb.commit(src);
+        }
+    };
     loop {
-        let n = tokio::select! {
-            r = rb.recv(&socket) => match r {
+        let got = tokio::select! {
+            r = rb.recv(&socket), if waiting.len() < IN_PROGRESS_MAX => match r {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::debug!(error = %e, "recvmmsg failed");
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return,
+            Some(done) = waiting.next(), if !waiting.is_empty() => {
+                keep(&mut sb, done);
+                0
+            }
+            _ = stop.wait_for(|s| *s) => break,
         };
-        for i in 0..n {
+        for i in 0..got {
             let Some((datagram, Some(src))) = rb.get(i) else {
                 continue;
             };
@@ -159,12 +182,8 @@ async fn receive(
                 continue;
             }
             let datagram = datagram.to_vec();
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
             let (engine, sources, events) = (engine.clone(), sources.clone(), events.clone());
-            let mut work = Box::pin(async move {
-                let _permit = permit;
+            let mut work: InProgress = Box::pin(async move {
                 let Some(nas) = sources.lookup(src.ip()).await else {
                     sources.log_unknown(src);
                     engine_drop(&engine, "unknown_source");
@@ -186,34 +205,31 @@ async fn receive(
                     })
                     .await;
                 events.publish(nas.tenant_id, out.effects);
-                out.reply
+                out.reply.map(|r| (r, src))
             });
-            // A warm Access-Request completes on its first poll: answering it here saves a task
-            // spawn and a hand-over between threads, and its answer joins the batch; only work
-            // that waits (accounting durability, a cold cache) moves to its own task.
-            match std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await {
-                std::task::Poll::Ready(Some(reply)) => {
-                    sb.slot().extend_from_slice(&reply);
-                    sb.commit(src);
-                }
-                std::task::Poll::Ready(None) => {}
-                std::task::Poll::Pending => {
-                    let socket = socket.clone();
-                    tokio::spawn(async move {
-                        if let Some(reply) = work.await
-                            && let Err(e) = socket.send_to(&reply, src).await
-                        {
-                            tracing::debug!(error = %e, %src, "send_to failed");
-                        }
-                    });
-                }
+            // A warm Access-Request completes on its first poll and is answered in this batch.
+            match (&mut work).now_or_never() {
+                Some(done) => keep(&mut sb, done),
+                None => waiting.push(work),
             }
+        }
+        // Whatever else finished meanwhile joins this send.
+        while let Some(Some(done)) = waiting.next().now_or_never() {
+            keep(&mut sb, done);
         }
         let failed = sb.flush(&socket).await;
         if failed > 0 {
             tracing::debug!(failed, "sendmmsg could not send some answers");
         }
     }
+    // Stopping: answer what is in progress (accounting already on its way to disk) for a while.
+    let _ = tokio::time::timeout(STOP_GRACE, async {
+        while let Some(done) = waiting.next().await {
+            keep(&mut sb, done);
+            sb.flush(&socket).await;
+        }
+    })
+    .await;
 }
 
 fn engine_drop(engine: &Engine, reason: &'static str) {
