@@ -920,28 +920,27 @@ fn run_on_own_thread(shard: Shard, rx: mpsc::Receiver<Job>) {
                 Ok(rt) => rt.block_on(shard.run(rx)),
                 Err(e) => {
                     tracing::warn!(error = %e, shard = index, "cannot start the accounting journal's runtime; the shard runs as a task");
-                    fallback.spawn(
-                        Shard {
-                            own_thread: false,
-                            ..shard
-                        }
-                        .run(rx),
-                    );
+                    run_as_task(&fallback, shard, rx);
                 }
             }
         });
     if let Err(e) = started {
         tracing::warn!(error = %e, shard = index, "cannot start the accounting journal's thread; the shard runs as a task");
         if let Some((shard, rx)) = slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            main.spawn(
-                Shard {
-                    own_thread: false,
-                    ..shard
-                }
-                .run(rx),
-            );
+            run_as_task(&main, shard, rx);
         }
     }
+}
+
+/// Runs a shard as a task of `runtime`, its spool writes on the blocking pool.
+fn run_as_task(runtime: &tokio::runtime::Handle, shard: Shard, rx: mpsc::Receiver<Job>) {
+    runtime.spawn(
+        Shard {
+            own_thread: false,
+            ..shard
+        }
+        .run(rx),
+    );
 }
 
 impl Shard {

@@ -456,6 +456,12 @@ impl<'r> AcctGroup<'r> {
     }
 }
 
+/// Whether a run is worth a bulk statement (PostgreSQL): two sessions or more, or a group of
+/// several records; a single record costs less applied alone than planned in bulk.
+fn bulk_worthy(run: &[AcctGroup<'_>]) -> bool {
+    run.len() >= 2 || run.iter().any(AcctGroup::merged)
+}
+
 /// The UTC hour of a time (as the hourly usage counts it).
 fn utc_hour(at: DateTime<Utc>) -> i64 {
     at.timestamp().div_euclid(3600)
@@ -476,7 +482,8 @@ fn acct_runs(records: &[AcctRecord]) -> Vec<Vec<AcctGroup<'_>>> {
     let mut runs: Vec<Vec<AcctGroup<'_>>> = Vec::new();
     for r in records {
         let key = (r.nas, r.acct_session_id.as_str());
-        if let Some(&(n, at)) = seen.get(&key)
+        let prev = seen.get(&key).copied();
+        if let Some((n, at)) = prev
             && let Some(g) = runs.get_mut(n - 1).and_then(|run| run.get_mut(at))
             && r.kind != AcctKind::Start
             && !g.stops()
@@ -485,7 +492,7 @@ fn acct_runs(records: &[AcctRecord]) -> Vec<Vec<AcctGroup<'_>>> {
             g.records.push(r);
             continue;
         }
-        let k = seen.get(&key).map_or(0, |&(n, _)| n);
+        let k = prev.map_or(0, |(n, _)| n);
         if runs.len() <= k {
             runs.push(Vec::new());
         }

@@ -209,20 +209,11 @@ impl Db {
         t: TenantId,
         run: &[super::AcctGroup<'_>],
     ) -> Result<(), StoreError> {
-        if run.len() < 2 && !run.iter().any(super::AcctGroup::merged) {
-            for g in run {
-                for r in g.records() {
-                    self.acct_one(conn, t, r).await?;
-                }
-            }
-            return Ok(());
+        if !super::bulk_worthy(run) {
+            return self.acct_each(conn, t, run).await;
         }
-        for g in self.acct_bulk(conn, t, run).await? {
-            for r in g.records() {
-                self.acct_one(conn, t, r).await?;
-            }
-        }
-        Ok(())
+        let missed = self.acct_bulk(conn, t, run).await?;
+        self.acct_each(conn, t, missed).await
     }
 
     /// The bulk statement of [`Db::acct_run`]; returns the groups it did not apply: an update
@@ -390,17 +381,13 @@ impl Db {
         }
         let runs = super::acct_runs(records);
         if let [run] = runs.as_slice()
-            && (run.len() >= 2 || run.iter().any(super::AcctGroup::merged))
+            && super::bulk_worthy(run)
         {
             // Its own implicit transaction: durable (synchronous_commit) once it returns.
             let missed = self.acct_bulk(conn, t, run).await?;
             if !missed.is_empty() {
                 let mut tx = conn.begin().await?;
-                for g in missed {
-                    for r in g.records() {
-                        self.acct_one(&mut tx, t, r).await?;
-                    }
-                }
+                self.acct_each(&mut tx, t, missed).await?;
                 tx.commit().await?;
             }
             return Ok(());

@@ -760,6 +760,22 @@ impl Db {
         Ok(())
     }
 
+    /// The records of accounting groups one by one, in order (where a group cannot be applied
+    /// as one write; see [`super::AcctGroup`]).
+    async fn acct_each<'g, 'r: 'g>(
+        &self,
+        conn: &mut <DbKind as sqlx::Database>::Connection,
+        t: TenantId,
+        groups: impl IntoIterator<Item = &'g super::AcctGroup<'r>>,
+    ) -> Result<()> {
+        for g in groups {
+            for r in g.records() {
+                self.acct_one(conn, t, r).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// One accounting record, applied alone.
     async fn acct_one(&self, conn: &mut <DbKind as sqlx::Database>::Connection, t: TenantId, r: &AcctRecord) -> Result<()> {
             let started = r.at - chrono::Duration::seconds(r.session_time_s.max(0));

@@ -132,12 +132,7 @@ impl Db {
         t: TenantId,
         run: &[super::AcctGroup<'_>],
     ) -> Result<(), StoreError> {
-        for g in run {
-            for r in g.records() {
-                self.acct_one(tx, t, r).await?;
-            }
-        }
-        Ok(())
+        self.acct_each(tx, t, run).await
     }
 
     pub(super) async fn auth_log_insert(
